@@ -1,0 +1,1 @@
+"""augself_jax: augmentation-aware self-supervised learning (AugSelf, CASSLE) in JAX."""

@@ -1,0 +1,1 @@
+"""Augmentation-aware extensions: AugSelf targets, heads, loss; CASSLE descriptor and conditioned projector."""

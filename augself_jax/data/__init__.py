@@ -1,0 +1,1 @@
+"""Datasets, augmentation ops that record their parameters, the two-view pipeline."""

@@ -1,0 +1,1 @@
+"""Transfer evaluation: features, linear probe, few-shot, kNN, analyses, reports."""

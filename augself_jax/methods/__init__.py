@@ -1,0 +1,1 @@
+"""Base methods: one file each, with its heads and its loss."""

@@ -1,0 +1,1 @@
+"""ResNet backbones and the one MLP builder."""

@@ -1,0 +1,1 @@
+"""Train state, sharded step, loop, optimizers, logging."""

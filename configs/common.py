@@ -1,0 +1,144 @@
+"""Shared pieces of every experiment config.
+
+Each experiment file (`configs/simclr_augself.py`, ...) calls `base_config(preset)`
+and then sets its method, AugSelf weights or CASSLE switch. Every field can be
+overridden on the command line, e.g. `--config.optimizer.base_lr=0.05`.
+
+Presets: `stl10` (default), `imagenet100`, `cifar10`, `shapes` (the built-in dataset).
+"""
+
+import ml_collections
+
+PRESETS = ("stl10", "imagenet100", "cifar10", "shapes")
+
+# The augmentations AugSelf can predict (METHOD.md section 2) and CASSLE can
+# describe (section 3).
+AUGSELF_KEYS = ("crop", "color", "flip", "blur", "rotation", "solarize", "gray")
+CASSLE_KEYS = ("blur", "color", "color_diff", "crop", "flip", "grayscale")
+
+
+def data_config(preset: str) -> ml_collections.ConfigDict:
+    """Which dataset, at what size, and how tf.data reads it."""
+    c = ml_collections.ConfigDict()
+    c.dataset = {"stl10": "stl10", "imagenet100": "imagenet100", "cifar10": "cifar10",
+                 "shapes": "shapes"}[preset]
+    c.image_size = {"stl10": 96, "imagenet100": 224, "cifar10": 32, "shapes": 32}[preset]
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default
+    c.shuffle_files = True
+    c.prefetch = 2  # batches prefetched by tf.data
+    c.num_parallel_calls = -1  # -1: tf.data.AUTOTUNE
+    return c
+
+
+def aug_config(preset: str) -> ml_collections.ConfigDict:
+    """The two-view augmentation chain of METHOD.md section 1."""
+    c = ml_collections.ConfigDict()
+    c.crop_scale = (0.2, 1.0)
+    c.crop_ratio = (3 / 4, 4 / 3)
+    c.flip_prob = 0.5
+    c.color_prob = 0.8
+    # Effective jitter strengths are these times color_strength (s in {0.5, 1, 2}).
+    c.color_strength = 1.0
+    c.brightness = 0.4
+    c.contrast = 0.4
+    c.saturation = 0.4
+    c.hue = 0.1
+    c.gray_prob = 0.2  # also scaled by color_strength
+    c.blur_prob = 0.5
+    c.blur_sigma = (0.1, 2.0)
+    c.blur_kernel = 23 if preset == "imagenet100" else 9
+    c.solarize_prob = 0.0  # 0.5 in the `stl10_sol` variant
+    c.rotation_prob = 0.0  # 0.5 in the `stl10_rot` variant
+    return c
+
+
+def model_config(preset: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.backbone = "resnet50" if preset == "imagenet100" else "resnet18"
+    c.stem = "cifar" if preset in ("cifar10", "shapes") else "imagenet"
+    c.width = 64  # channels of the first stage; the shapes preset uses a thin net
+    c.dtype = "float32"  # compute dtype; parameters are always float32
+    return c
+
+
+def method_config() -> ml_collections.ConfigDict:
+    """Base-method hyperparameters (METHOD.md section 4); each method reads its own."""
+    c = ml_collections.ConfigDict()
+    c.name = "simclr"  # simclr | moco | byol | simsiam | barlow | supervised
+    c.temperature = 0.2  # SimCLR, MoCo
+    c.proj_hidden = -1  # -1: the method's reference width (F, 4096, 2048 or 8192)
+    c.proj_out = -1  # -1: the method's reference width (128, 256, 2048 or 8192)
+    c.pred_hidden = -1  # BYOL, SimSiam predictor hidden width
+    c.moco_momentum = 0.999
+    c.queue_size = 65536
+    c.moco_enqueue = "keys"  # keys (MoCo paper) | queries (the AugSelf reference)
+    c.byol_tau_base = 0.996
+    c.simsiam_proj_layers = 2  # 3 at ImageNet scale
+    c.simsiam_fixed_predictor_lr = True
+    c.barlow_lambda = 0.0051
+    c.num_classes = -1  # supervised: -1 takes it from the dataset registry
+    return c
+
+
+def augself_config() -> ml_collections.ConfigDict:
+    """AugSelf loss weights; an augmentation's head exists when its weight is > 0."""
+    c = ml_collections.ConfigDict({k: 0.0 for k in AUGSELF_KEYS})
+    c.hidden = 512
+    c.reference = False  # True: raw blur sigma target, as the reference code
+    return c
+
+
+def cassle_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.enabled = False
+    # Comma-separated subset of CASSLE_KEYS; concatenated in sorted order.
+    c.keys = "blur,color,color_diff,crop,grayscale"
+    c.mode = "proj-cat"  # raw | proj-cat | proj-add | proj-mul
+    c.depth = 6
+    c.width = 64
+    c.reference = False  # True: raw blur sigma in the descriptor
+    return c
+
+
+def optimizer_config(preset: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "sgd"  # sgd | lars | adamw
+    c.base_lr = 0.05 if preset == "imagenet100" else 0.03  # lr = base_lr * batch / 256
+    c.momentum = 0.9
+    c.weight_decay = 1e-4 if preset == "imagenet100" else 5e-4
+    c.warmup_epochs = 0.0
+    c.schedule = "cosine"
+    return c
+
+
+def eval_config(preset: str) -> ml_collections.ConfigDict:
+    """The `eval` section read by evaluate.py."""
+    c = ml_collections.ConfigDict()
+    c.batch_size = 256
+    return c
+
+
+def base_config(preset: str | None) -> ml_collections.ConfigDict:
+    preset = preset or "stl10"
+    if preset not in PRESETS:
+        raise ValueError(f"config preset: unknown '{preset}'; allowed: {', '.join(PRESETS)}")
+    c = ml_collections.ConfigDict()
+    c.preset = preset
+    c.seed = 0
+    c.batch_size = 256  # global, over all processes and devices
+    c.num_epochs = {"stl10": 200, "imagenet100": 500, "cifar10": 200, "shapes": 10}[preset]
+    c.total_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3
+    c.log_every = 50
+    c.knn_every = 0  # 0: no kNN monitor
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all devices
+    c.data = data_config(preset)
+    c.aug = aug_config(preset)
+    c.model = model_config(preset)
+    c.method = method_config()
+    c.augself = augself_config()
+    c.cassle = cassle_config()
+    c.optimizer = optimizer_config(preset)
+    c.eval = eval_config(preset)
+    return c
