@@ -101,13 +101,18 @@ def cassle_config() -> ml_collections.ConfigDict:
 
 
 def optimizer_config(preset: str) -> ml_collections.ConfigDict:
+    """METHOD.md section 4: the reference's SGD by default; LARS and AdamW for large batches."""
     c = ml_collections.ConfigDict()
     c.name = "sgd"  # sgd | lars | adamw
     c.base_lr = 0.05 if preset == "imagenet100" else 0.03  # lr = base_lr * batch / 256
-    c.momentum = 0.9
+    c.momentum = 0.9  # sgd, lars
+    # sgd: on every parameter, as the reference; lars, adamw: biases and norms excluded.
     c.weight_decay = 1e-4 if preset == "imagenet100" else 5e-4
-    c.warmup_epochs = 0.0
-    c.schedule = "cosine"
+    c.trust_coefficient = 0.001  # lars
+    c.b1 = 0.9  # adamw
+    c.b2 = 0.999  # adamw
+    c.warmup_epochs = 0.0  # linear warm-up from 0, then the schedule
+    c.schedule = "cosine"  # cosine (to 0 at the last step) | constant
     return c
 
 
@@ -128,10 +133,11 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     c.batch_size = 256  # global, over all processes and devices
     c.num_epochs = {"stl10": 200, "imagenet100": 500, "cifar10": 200, "shapes": 10}[preset]
     c.total_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
-    c.checkpoint_every = 1000
-    c.keep_checkpoints = 3
-    c.log_every = 50
-    c.knn_every = 0  # 0: no kNN monitor
+    c.checkpoint_every = 1000  # steps; a checkpoint is also written at the end
+    c.keep_checkpoints = 3  # the last K are kept
+    c.log_every = 50  # steps; metrics leave the device (and are NaN-checked) only then
+    c.knn_every = 0  # 0: no kNN monitor; else 1-NN cosine accuracy every N steps and at the end
+    c.knn_max_examples = 10000  # cap on memory (train) and query (test) images of the monitor
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all devices
     c.data = data_config(preset)
     c.aug = aug_config(preset)
@@ -141,4 +147,14 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     c.cassle = cassle_config()
     c.optimizer = optimizer_config(preset)
     c.eval = eval_config(preset)
+    if preset == "shapes":
+        # The quick start: a thin network and a short schedule that finish
+        # pretraining within minutes on a 2-core laptop CPU.
+        c.batch_size = 128
+        c.total_steps = 300
+        c.checkpoint_every = 100
+        c.log_every = 20
+        c.knn_every = 150
+        c.knn_max_examples = 2000
+        c.model.width = 16
     return c

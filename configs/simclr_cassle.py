@@ -1,0 +1,16 @@
+"""SimCLR + CASSLE (projector conditioned on each view's augmentation parameters).
+
+Presets: `configs/simclr_cassle.py:stl10` (default),
+`:imagenet100`, `:cifar10`, `:shapes` (the built-in dataset).
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = common.base_config(arg)
+    c.method.name = "simclr"
+    c.cassle.enabled = True
+    return c
