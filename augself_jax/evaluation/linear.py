@@ -54,7 +54,7 @@ def logistic_objective(params: Params, x: jax.Array, y: jax.Array, weights: jax.
     return jnp.sum(weights * ce) + l2 * penalty
 
 
-def _lbfgs_minimize(params: Params, x: jax.Array, y: jax.Array, weights: jax.Array,
+def lbfgs_minimize(params: Params, x: jax.Array, y: jax.Array, weights: jax.Array,
                     l2: jax.Array, *, max_iter: int, tol: float, penalize_bias: bool,
                     memory_size: int = 10) -> tuple[Params, jax.Array, jax.Array]:
     """L-BFGS (optax, zoom line search = strong Wolfe) run to convergence.
@@ -92,7 +92,7 @@ def _lbfgs_minimize(params: Params, x: jax.Array, y: jax.Array, weights: jax.Arr
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "tol", "penalize_bias"))
 def _fit_jit(params, x, y, weights, l2, *, max_iter, tol, penalize_bias):
-    return _lbfgs_minimize(params, x, y, weights, l2, max_iter=max_iter, tol=tol,
+    return lbfgs_minimize(params, x, y, weights, l2, max_iter=max_iter, tol=tol,
                            penalize_bias=penalize_bias)
 
 
