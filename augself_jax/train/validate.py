@@ -1,0 +1,71 @@
+"""The trainer's share of config validation (top level, optimizer, mesh, AugSelf vs pipeline)."""
+
+import ml_collections
+
+from augself_jax.errors import ConfigError
+from augself_jax.train.mesh import mesh_shape
+from augself_jax.train.optimizers import OPTIMIZERS, SCHEDULES
+
+# For each AugSelf head: the aug probability that must be > 0 for its target to vary.
+_AUGSELF_NEEDS = {"flip": ("flip_prob",), "color": ("color_prob",), "blur": ("blur_prob",),
+                  "rotation": ("rotation_prob",), "solarize": ("solarize_prob",),
+                  "gray": ("gray_prob", "color_strength")}
+
+
+def _positive_int(config: ml_collections.ConfigDict, name: str, minimum: int = 1) -> None:
+    value = config[name]
+    if not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}: {value!r} is not allowed; allowed: an integer >= {minimum}")
+
+
+def validate_train_config(config: ml_collections.ConfigDict,
+                          num_devices: int | None = None) -> None:
+    """Raises ConfigError (one line naming the field); `num_devices` defaults to jax's."""
+    for name in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
+        _positive_int(config, name)
+    _positive_int(config, "knn_every", 0)
+    if config.total_steps is not None:
+        _positive_int(config, "total_steps")
+    elif config.num_epochs <= 0:
+        raise ConfigError(f"num_epochs: {config.num_epochs} is not allowed; allowed: > 0 "
+                          "(or set total_steps)")
+
+    opt = config.optimizer
+    if opt.name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name: unknown '{opt.name}'; allowed: {', '.join(OPTIMIZERS)}")
+    if opt.schedule not in SCHEDULES:
+        raise ConfigError(f"optimizer.schedule: unknown '{opt.schedule}'; "
+                          f"allowed: {', '.join(SCHEDULES)}")
+    if not opt.base_lr > 0:
+        raise ConfigError(f"optimizer.base_lr: {opt.base_lr} is not allowed; allowed: > 0")
+    for name in ("weight_decay", "warmup_epochs"):
+        if opt[name] < 0:
+            raise ConfigError(f"optimizer.{name}: {opt[name]} is below zero; allowed: >= 0")
+    for name in ("momentum", "b1", "b2"):
+        if not 0 <= opt[name] < 1:
+            raise ConfigError(f"optimizer.{name}: {opt[name]} is not allowed; allowed: [0, 1)")
+
+    for key, needs in _AUGSELF_NEEDS.items():
+        weight = config.augself.get(key, 0.0)
+        if weight < 0:
+            raise ConfigError(f"augself.{key}: weight {weight} is below zero; allowed: >= 0")
+        if weight > 0:
+            applied = 1.0
+            for field in needs:
+                applied *= config.aug[field]
+            if applied <= 0:
+                raise ConfigError(f"augself.{key}: weight {weight} > 0 but the pipeline never "
+                                  f"applies {key} (aug.{needs[0]} = {config.aug[needs[0]]}); "
+                                  f"allowed: weight 0, or aug.{needs[0]} > 0")
+    if config.augself.get("crop", 0.0) < 0:
+        raise ConfigError(f"augself.crop: weight {config.augself.crop} is below zero; "
+                          "allowed: >= 0")
+
+    if num_devices is None:
+        import jax
+
+        num_devices = jax.device_count()
+    data, _ = mesh_shape(config, num_devices)
+    if config.batch_size % data:
+        raise ConfigError(f"batch_size: {config.batch_size} does not divide over the {data} "
+                          f"devices of the mesh's data axis; allowed: a multiple of {data}")
