@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from augself_jax.evaluation.linear import lbfgs_minimize, init_params
+from augself_jax.evaluation.linear import init_params, lbfgs_minimize
 
 
 @dataclasses.dataclass
