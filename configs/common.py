@@ -24,6 +24,9 @@ def data_config(preset: str) -> ml_collections.ConfigDict:
                  "shapes": "shapes"}[preset]
     c.image_size = {"stl10": 96, "imagenet100": 224, "cifar10": 32, "shapes": 32}[preset]
     c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default
+    # "" = the registry's splits (stl10 pretrains on "train+unlabeled"); "+" joins splits.
+    c.train_split = ""
+    c.test_split = ""
     c.shuffle_files = True
     c.prefetch = 2  # batches prefetched by tf.data
     c.num_parallel_calls = -1  # -1: tf.data.AUTOTUNE

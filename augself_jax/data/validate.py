@@ -1,0 +1,91 @@
+"""Checks of config.data and config.aug before any work starts: one ConfigError line each."""
+
+import ml_collections
+
+from augself_jax.data import registry, source
+from augself_jax.errors import ConfigError
+
+PROBABILITIES = ("flip_prob", "color_prob", "gray_prob", "blur_prob", "solarize_prob",
+                 "rotation_prob")
+
+
+def _pair(config: ml_collections.ConfigDict, field: str, low: float, high: float) -> None:
+    value = tuple(config.aug[field])
+    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+        raise ConfigError(f"aug.{field}: {value} must be (a, b) with {low} <= a <= b <= {high}")
+
+
+def _check_aug(config: ml_collections.ConfigDict) -> None:
+    aug = config.aug
+    for field in PROBABILITIES:
+        p = aug[field]
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"aug.{field}: {p} is not a probability; allowed: [0, 1]")
+    if aug.color_strength <= 0:
+        raise ConfigError(f"aug.color_strength: {aug.color_strength} must be > 0")
+    if aug.gray_prob * aug.color_strength > 1.0:
+        raise ConfigError(f"aug.gray_prob: {aug.gray_prob} times color_strength "
+                          f"{aug.color_strength} is not a probability; allowed: [0, 1]")
+    for field in ("brightness", "contrast", "saturation", "hue"):
+        if aug[field] < 0:
+            raise ConfigError(f"aug.{field}: {aug[field]} must be >= 0")
+    _pair(config, "crop_scale", 1e-6, 1.0)
+    _pair(config, "crop_ratio", 1e-6, float("inf"))
+    _pair(config, "blur_sigma", 1e-6, float("inf"))
+    if aug.blur_kernel < 1 or aug.blur_kernel % 2 == 0:
+        raise ConfigError(f"aug.blur_kernel: {aug.blur_kernel} must be a positive odd integer")
+    if aug.blur_kernel // 2 >= config.data.image_size:
+        raise ConfigError(f"aug.blur_kernel: {aug.blur_kernel} is too large for reflect "
+                          f"padding of {config.data.image_size} px views")
+
+
+def _check_batch(config: ml_collections.ConfigDict, process_count: int,
+                 device_count: int) -> None:
+    b = config.batch_size
+    if b <= 0:
+        raise ConfigError(f"batch_size: {b} must be > 0")
+    if b % process_count:
+        raise ConfigError(f"batch_size: {b} does not divide over {process_count} processes")
+    model = config.mesh.model if "mesh" in config else 1
+    data = config.mesh.data if "mesh" in config else -1
+    data = device_count // max(model, 1) if data == -1 else data
+    if data <= 0 or b % data:
+        raise ConfigError(f"batch_size: {b} does not divide over the {data} devices of the "
+                          f"mesh's data axis ({device_count} devices, mesh.model={model})")
+
+
+def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int | None = None,
+                         device_count: int | None = None, check_prepared: bool = True) -> None:
+    """Raise ConfigError for the first bad data/aug/batch field; does no reading."""
+    info = registry.get_dataset_info(config.data.dataset)  # unknown dataset
+    if config.data.image_size <= 0:
+        raise ConfigError(f"data.image_size: {config.data.image_size} must be > 0")
+    _check_aug(config)
+    if process_count is None or device_count is None:
+        import jax
+
+        process_count = jax.process_count() if process_count is None else process_count
+        device_count = jax.device_count() if device_count is None else device_count
+    _check_batch(config, process_count, device_count)
+    if not check_prepared:
+        return
+    if not info.tfds_name.startswith(source.BUILTIN):  # the built-in one is made on demand
+        import tensorflow_datasets as tfds
+
+        if not tfds.builder(info.tfds_name, data_dir=config.data.data_dir,
+                            try_gcs=False).is_prepared():
+            raise ConfigError(source.not_prepared_message(info, config.data.data_dir))
+    splits = {"train_split": config.data.get("train_split") or info.train_split,
+              "test_split": config.data.get("test_split") or info.test_split}
+    if info.tfds_name.startswith(source.BUILTIN):
+        known = ("train", "test")
+    else:
+        import tensorflow_datasets as tfds
+
+        b = tfds.builder(info.tfds_name, data_dir=config.data.data_dir, try_gcs=False)
+        known = tuple(b.info.splits.keys())
+    for field, split in splits.items():
+        for name in split.split("+"):
+            if name not in known:
+                raise ConfigError(f"data.{field}: unknown split '{name}' of '{info.name}'; "
+                                  f"allowed: {', '.join(known)}")
