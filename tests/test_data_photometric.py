@@ -1,0 +1,187 @@
+"""Device-side photometric ops against plain NumPy / colorsys references written here."""
+
+import colorsys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from augself_jax.data import photometric as ph
+
+ATOL = 3e-5
+
+
+def _images(n=3, size=7, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, size, size, 3)).astype(np.float32)
+    x[0, 0, 0] = (0.5, 0.5, 0.5)  # gray pixel: hue undefined, must survive
+    x[0, 0, 1] = (1.0, 1.0, 1.0)
+    x[0, 0, 2] = (0.0, 0.0, 0.0)
+    return x
+
+
+def _np_hsv_map(x, fn):
+    """Apply fn(h, s, v) -> (h, s, v) per pixel through colorsys."""
+    out = np.empty_like(x)
+    for idx in np.ndindex(x.shape[:-1]):
+        h, s, v = colorsys.rgb_to_hsv(*map(float, x[idx]))
+        out[idx] = colorsys.hsv_to_rgb(*fn(h, s, v))
+    return out
+
+
+def np_brightness(x, f):
+    return np.clip(x * f, 0, 1)
+
+
+def np_contrast(x, f):
+    mean = (x @ np.array([0.2989, 0.587, 0.114])).mean()
+    return np.clip(f * x + (1 - f) * mean, 0, 1)
+
+
+def np_saturation(x, f):
+    return _np_hsv_map(x, lambda h, s, v: (h, min(max(s * f, 0.0), 1.0), v))
+
+
+def np_hue(x, d):
+    return _np_hsv_map(x, lambda h, s, v: ((h + d) % 1.0, s, v))
+
+
+def np_gray(x):
+    g = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+    return np.repeat(g[..., None], 3, -1)
+
+
+def np_blur(x, sigma, k):
+    r = k // 2
+    t = np.arange(-r, r + 1)
+    w = np.exp(-(t**2) / (2 * sigma**2))
+    w /= w.sum()
+    p = np.pad(x, ((r, r), (r, r), (0, 0)), mode="reflect")
+    out = np.zeros_like(x, dtype=np.float64)
+    h, wd = x.shape[:2]
+    for i in range(h):
+        for j in range(wd):
+            out[i, j] = np.einsum("a,b,abc->c", w, w, p[i:i + k, j:j + k])
+    return out
+
+
+def np_solarize(x, t):
+    return np.where(x >= t, 1 - x, x)
+
+
+NP_OPS = (np_brightness, np_contrast, np_saturation, np_hue)
+
+
+def test_hsv_round_trip_and_hue_rotation():
+    x = _images()
+    zero = jnp.zeros(len(x))
+    np.testing.assert_allclose(ph.adjust_hue(x, zero), x, atol=ATOL)
+    np.testing.assert_allclose(ph.adjust_saturation(x, zero + 1), x, atol=ATOL)
+    shifts = np.array([0.1, -0.07, 0.5], np.float32)
+    got = ph.adjust_hue(x, shifts)
+    for i in range(len(x)):
+        np.testing.assert_allclose(got[i], np_hue(x[i], float(shifts[i])), atol=ATOL)
+    # A full turn is the identity.
+    np.testing.assert_allclose(ph.adjust_hue(x, zero + 1.0), x, atol=ATOL)
+
+
+@pytest.mark.parametrize("op", range(4))
+def test_each_jitter_op_matches_numpy(op):
+    x = _images()
+    factors = np.array([0.6, 1.0, 1.4], np.float32) if op < 3 else np.array([-0.1, 0.0, 0.1])
+    fn = (ph.adjust_brightness, ph.adjust_contrast, ph.adjust_saturation, ph.adjust_hue)[op]
+    got = np.asarray(fn(jnp.asarray(x), jnp.asarray(factors, jnp.float32)))
+    for i in range(len(x)):
+        np.testing.assert_allclose(got[i], NP_OPS[op](x[i], float(factors[i])), atol=ATOL)
+
+
+def test_contrast_blends_with_the_mean_gray():
+    x = np.zeros((1, 2, 2, 3), np.float32)
+    x[0, 0, 0] = (1, 0, 0)  # gray 0.2989 in one of four pixels
+    got = ph.adjust_contrast(x, jnp.array([0.0]))  # factor 0: the mean gray everywhere
+    np.testing.assert_allclose(got, np.full_like(x, 0.2989 / 4), atol=1e-6)
+
+
+def test_grayscale_weights_and_only_where_applied():
+    x = _images()
+    got = np.asarray(ph.grayscale(x, jnp.array([1.0, 0.0, 1.0])))
+    np.testing.assert_allclose(got[0], np_gray(x[0]), atol=1e-6)
+    np.testing.assert_array_equal(got[1], x[1])
+    pure = np.zeros((1, 1, 1, 3), np.float32)
+    pure[..., 1] = 1.0
+    assert float(ph.grayscale(pure, jnp.ones(1))[0, 0, 0, 0]) == pytest.approx(0.587)
+
+
+def test_blur_reflect_padding_matches_numpy():
+    x = _images(n=2, size=12)
+    sig = np.array([1.3, 0.0], np.float32)
+    got = np.asarray(ph.gaussian_blur(jnp.asarray(x), jnp.asarray(sig), kernel_size=9))
+    np.testing.assert_allclose(got[0], np_blur(x[0].astype(np.float64), 1.3, 9), atol=ATOL)
+    np.testing.assert_array_equal(got[1], x[1])  # sigma 0: not applied
+    # Reflect padding keeps a constant image constant (zero padding would darken borders).
+    const = np.full((1, 12, 12, 3), 0.7, np.float32)
+    np.testing.assert_allclose(ph.gaussian_blur(const, jnp.array([2.0]), kernel_size=9), const,
+                               atol=1e-6)
+
+
+def test_solarize_threshold_and_not_applied():
+    x = _images()
+    got = np.asarray(ph.solarize(x, jnp.array([0.5, 1.0, 0.0])))
+    np.testing.assert_allclose(got[0], np_solarize(x[0], 0.5), atol=1e-7)
+    np.testing.assert_array_equal(got[1], x[1])  # threshold 1 = not applied, even at 1.0
+    np.testing.assert_allclose(got[2], 1 - x[2], atol=1e-7)
+
+
+def _np_chain(x, rec, kernel):
+    """The whole photometric chain in NumPy for one example."""
+    before = x.astype(np.float64)
+    y = before
+    if rec["color_applied"]:
+        for op in rec["color_order"]:
+            y = NP_OPS[op](y, float(rec["color"][op]))
+    shift = before.mean((0, 1)) - y.mean((0, 1)) if rec["color_applied"] else np.zeros(3)
+    if rec["gray"]:
+        y = np_gray(y)
+    if rec["blur"] > 0:
+        y = np_blur(y, float(rec["blur"]), kernel)
+    if rec["solarize"] < 1:
+        y = np_solarize(y, float(rec["solarize"]))
+    return y, shift
+
+
+def test_apply_photometric_follows_the_recorded_order_and_fills_mean_shift():
+    rng = np.random.default_rng(3)
+    n, size, kernel = 6, 10, 5
+    views = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    params = {
+        "color": np.stack([rng.uniform(0.6, 1.4, n), rng.uniform(0.6, 1.4, n),
+                           rng.uniform(0.6, 1.4, n), rng.uniform(-0.1, 0.1, n)], 1),
+        "color_order": np.stack([rng.permutation(4) for _ in range(n)]).astype(np.int32),
+        "color_applied": np.array([1, 1, 1, 1, 0, 1], np.float32),
+        "gray": np.array([0, 1, 0, 0, 0, 0], np.float32),
+        "blur": np.array([0, 0, 1.2, 0, 0.5, 0], np.float32),
+        "solarize": np.array([1, 1, 1, 0.4, 1, 0.7], np.float32),
+        "color_mean_shift": np.zeros((n, 3), np.float32),
+        "crop": np.zeros((n, 4), np.float32), "flip": np.zeros(n, np.float32),
+        "rotation": np.zeros(n, np.int32),
+    }
+    params["color"] = params["color"].astype(np.float32)
+    fn = jax.jit(lambda v, p: ph.apply_photometric(v, p, blur_kernel=kernel))
+    out, rec = fn(views, params)
+    assert out.dtype == jnp.float32 and out.shape == views.shape
+    for i in range(n):
+        r = {k: np.asarray(v[i]) for k, v in params.items()}
+        want, shift = _np_chain(views[i] / 255.0, r, kernel)
+        np.testing.assert_allclose(out[i], want, atol=1e-4, err_msg=f"example {i}")
+        np.testing.assert_allclose(rec["color_mean_shift"][i], shift, atol=1e-5)
+    assert float(jnp.abs(rec["color_mean_shift"][4]).max()) == 0.0
+    # The order matters: the same factors in another order give another image.
+    swapped = dict(params, color_order=params["color_order"][:, ::-1].copy())
+    assert float(jnp.abs(fn(views, swapped)[0][:4] - out[:4]).max()) > 1e-3
+
+
+def test_normalize():
+    x = np.full((1, 2, 2, 3), 0.5, np.float32)
+    got = ph.normalize(x, (0.5, 0.25, 0.0), (1.0, 0.5, 2.0))
+    np.testing.assert_allclose(got[0, 0, 0], [0.0, 0.5, 0.25])
