@@ -1,0 +1,116 @@
+"""See what the pipeline makes: a PNG grid (source, view 1, view 2, each captioned with its
+parameters) and DIR/views.npz with every array and every recorded parameter.
+
+    python -m augself_jax.data.preview --config=configs/simclr_augself.py:shapes --out=/tmp/pv
+    [--seed=3] [--num_images=16] [--config.aug.color_strength=2.0]
+
+The same config and seed write identical arrays.
+"""
+
+import os
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:preset].")
+_OUT = flags.DEFINE_string("out", None, "Directory for views.png and views.npz.")
+_SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
+_NUM = flags.DEFINE_integer("num_images", 16, "Examples to preview (at least 16).")
+_TILE = 128  # displayed pixels per image side
+
+
+def _caption(rec: dict, i: int) -> list[str]:
+    t, lft, h, w = rec["crop"][i]
+    b, c, s, hue = rec["color"][i]
+    order = "".join("bcsh"[k] for k in rec["color_order"][i])
+    lines = [f"crop {t:.2f} {lft:.2f} {h:.2f} {w:.2f}",
+             f"flip {int(rec['flip'][i])} rot {int(rec['rotation'][i])}"]
+    if rec["color_applied"][i]:
+        lines.append(f"jit {order} {b:.2f} {c:.2f} {s:.2f} {hue:+.3f}")
+    else:
+        lines.append("jit off")
+    lines.append(f"gray {int(rec['gray'][i])} blur {rec['blur'][i]:.2f} "
+                 f"sol {rec['solarize'][i]:.2f}")
+    return lines
+
+
+def _grid(sources: np.ndarray, hw: np.ndarray, views: list[np.ndarray], records: list[dict],
+          labels: np.ndarray, indices: np.ndarray):
+    from PIL import Image, ImageDraw
+
+    text_h = 52
+    n = len(sources)
+    canvas = Image.new("RGB", (3 * (_TILE + 8), n * (_TILE + text_h)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(n):
+        y = i * (_TILE + text_h)
+        src = sources[i, :hw[i, 0], :hw[i, 1]]
+        tiles = [src] + [np.clip(np.round(v[i] * 255), 0, 255).astype(np.uint8) for v in views]
+        captions = [[f"#{indices[i]} label {labels[i]}", f"{hw[i, 0]}x{hw[i, 1]} px"]]
+        captions += [_caption(r, i) for r in records]
+        for col, (tile, lines) in enumerate(zip(tiles, captions, strict=True)):
+            x = col * (_TILE + 8)
+            img = Image.fromarray(tile).resize((_TILE, _TILE), Image.NEAREST)
+            canvas.paste(img, (x, y))
+            draw.multiline_text((x, y + _TILE + 1), "\n".join(lines), fill="black", spacing=1)
+    return canvas
+
+
+def write_preview(config, out_dir: str, num_images: int = 16) -> dict[str, np.ndarray]:
+    """Run the pipeline (host + device parts) on the first batch and write the files."""
+    import jax
+    import tensorflow as tf
+
+    from augself_jax.data import augment, photometric, pipeline, validate
+
+    tf.config.set_visible_devices([], "GPU")
+    if num_images < 16:
+        raise ValueError(f"num_images: {num_images} must be >= 16")
+    config.batch_size = num_images
+    validate.validate_data_config(config, process_count=1, device_count=1)
+    src = pipeline.load_pretrain_source(config, 0, 1)
+    ds = pipeline.pretrain_dataset(
+        src, seed=config.seed, aug=config.aug, image_size=config.data.image_size,
+        local_batch=num_images, steps_per_epoch=len(src) // num_images, start_step=0)
+    batch = next(ds.as_numpy_iterator())
+    decoded = [augment.decode(src.images[np.searchsorted(src.indices, i)]).numpy()
+               for i in batch["index"]]
+    hw = np.array([d.shape[:2] for d in decoded], np.int32)
+    sources = np.zeros((num_images, hw[:, 0].max(), hw[:, 1].max(), 3), np.uint8)
+    for i, d in enumerate(decoded):  # zero-padded when source sizes differ (ImageNet)
+        sources[i, :d.shape[0], :d.shape[1]] = d
+    apply = jax.jit(lambda v, p: photometric.apply_photometric(
+        v, p, blur_kernel=config.aug.blur_kernel))
+    arrays = {"source": sources, "source_hw": hw, "index": batch["index"],
+              "label": batch["label"]}
+    views, records = [], []
+    for v in ("view1", "view2"):
+        out, rec = apply(batch[v], batch["params" + v[-1]])
+        views.append(np.asarray(out))
+        records.append({k: np.asarray(x) for k, x in rec.items()})
+        arrays[f"{v}_host"] = batch[v]
+        arrays[v] = views[-1]
+        arrays.update({f"{v}/{k}": x for k, x in records[-1].items()})
+    os.makedirs(out_dir, exist_ok=True)
+    np.savez(os.path.join(out_dir, "views.npz"), **arrays)
+    _grid(sources, hw, views, records, batch["label"], batch["index"]).save(
+        os.path.join(out_dir, "views.png"))
+    return arrays
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _OUT.value is None:
+        raise app.UsageError("--out is required")
+    config = _CONFIG.value
+    if _SEED.value is not None:
+        config.seed = _SEED.value
+    write_preview(config, _OUT.value, _NUM.value)
+    print(f"wrote {os.path.join(_OUT.value, 'views.png')} and views.npz")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    app.run(main)
