@@ -1,0 +1,161 @@
+"""Input-pipeline throughput: two-view examples per second per CPU core for the host part
+(decode, sample every parameter, crop-resize / flip / rotate twice) at 96 px from
+STL-10-sized PNG sources and at 224 px from ImageNet-sized (500x375) JPEG sources, with and
+without parameter recording, next to a bare tf.data loop that only decodes and
+crops-and-resizes twice (the floor); then the device-side photometric ops' time per batch.
+
+    python benchmarks/bench_pipeline.py [--num_examples=512] [--threads=1] [--batch=64]
+
+Sources are synthesised locally (the built-in dataset's renderer), so no download is needed.
+"""
+
+import io
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+_NUM = flags.DEFINE_integer("num_examples", 512, "Two-view examples timed per measurement.")
+_THREADS = flags.DEFINE_integer("threads", 1, "tf.data threads (= cores used).")
+_BATCH = flags.DEFINE_integer("batch", 64, "Batch size (host and device).")
+_DISTINCT = 64  # distinct source images, cycled
+
+
+def _sources(kind: str):
+    import PIL.Image
+
+    from augself_jax.data import shapes, source
+
+    side, fmt = (96, "png") if kind == "stl10" else (500, "jpeg")
+    images = shapes.render(shapes.sample_labels(_DISTINCT, 0), side, 1)
+    if kind == "imagenet":
+        images = images[:, :375]  # 500 wide, 375 high: a typical ImageNet JPEG
+    encoded = []
+    for im in images:
+        buffer = io.BytesIO()
+        PIL.Image.fromarray(im).save(buffer, format=fmt, quality=90)
+        encoded.append(buffer.getvalue())
+    n = max(_NUM.value * 2, 4 * _BATCH.value)
+    return source.ExampleSource(
+        images=np.array([encoded[i % _DISTINCT] for i in range(n)], dtype=object),
+        labels=np.zeros(n, np.int32), indices=np.arange(n, dtype=np.int64))
+
+
+def _options(ds):
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = _THREADS.value
+    options.threading.max_intra_op_parallelism = 1
+    return ds.with_options(options)
+
+
+def _bare(src, size: int):
+    """Fetch, decode, crop-and-resize twice with random boxes; nothing recorded."""
+    import tensorflow as tf
+
+    from augself_jax.data import augment
+
+    b = _BATCH.value
+
+    def fetch(i):
+        return tf.numpy_function(lambda j: src.images[j], [i], tf.string, stateful=False)
+
+    def views(encoded, i):
+        image = augment.decode(encoded)
+        shape = tf.shape(image)
+        out = {}
+        for v in range(2):
+            u = tf.random.stateless_uniform([2], seed=tf.stack([i, tf.constant(v, tf.int64)]))
+            h = tf.cast(tf.cast(shape[0], tf.float32) * (0.5 + 0.5 * u[0]), tf.int32)
+            w = tf.cast(tf.cast(shape[1], tf.float32) * (0.5 + 0.5 * u[1]), tf.int32)
+            crop = image[:h, :w]
+            view = tf.image.resize(crop, [size, size], method="bilinear", antialias=True)
+            out[f"view{v}"] = tf.cast(view, tf.uint8)
+        return out
+
+    ds = tf.data.Dataset.range(len(src)).map(lambda i: (fetch(i), i))
+    ds = ds.map(views, num_parallel_calls=_THREADS.value).batch(b, drop_remainder=True)
+    return _options(ds.prefetch(2))
+
+
+def _pipeline(src, size: int, record: bool):
+    from augself_jax.data import pipeline
+    from configs.common import base_config
+
+    aug = base_config("stl10").aug
+    b = _BATCH.value
+    ds = pipeline.pretrain_dataset(src, seed=0, aug=aug, image_size=size, local_batch=b,
+                                   steps_per_epoch=len(src) // b, record=record,
+                                   num_parallel_calls=_THREADS.value)
+    return _options(ds)
+
+
+def _rate(ds) -> float:
+    """Two-view examples per second after one warm-up batch."""
+    it = ds.as_numpy_iterator()
+    next(it)
+    steps = max(1, _NUM.value // _BATCH.value)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    return steps * _BATCH.value / (time.perf_counter() - start)
+
+
+def _photometric_ms(size: int, kernel: int) -> float:
+    import jax
+    import tensorflow as tf
+
+    from augself_jax.data import augment, photometric
+    from configs.common import base_config
+
+    b = _BATCH.value
+    u = tf.random.stateless_uniform([b, augment.NUM_UNIFORMS], seed=[0, 1], dtype=tf.float64)
+    rec = augment.sample_params(u, size, size, base_config("stl10").aug)
+    params = {k: rec[k].numpy() for k in augment.RECORD_KEYS}
+    views = jax.device_put(np.random.default_rng(0).integers(0, 256, (b, size, size, 3),
+                                                             dtype=np.uint8))
+    params = jax.device_put(params)
+    fn = jax.jit(lambda v, p: photometric.apply_photometric(v, p, blur_kernel=kernel))
+    jax.block_until_ready(fn(views, params))
+    reps = 5
+    start = time.perf_counter()
+    for _ in range(reps):
+        out = fn(views, params)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / reps * 1e3
+
+
+def main(argv):
+    del argv
+    import jax
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    threads = _THREADS.value
+    print(f"host part: {threads} tf.data thread(s), batch {_BATCH.value}, "
+          f"{_NUM.value} examples per measurement; rates are two-view examples/s/core")
+    print(f"{'source':<24}{'out':>5}{'bare':>9}{'no rec':>9}{'record':>9}"
+          f"{'rec cost':>10}{'vs bare':>9}")
+    for kind, size in (("stl10", 96), ("imagenet", 224)):
+        src = _sources(kind)
+        bare = _rate(_bare(src, size)) / threads
+        plain = _rate(_pipeline(src, size, record=False)) / threads
+        rec = _rate(_pipeline(src, size, record=True)) / threads
+        label = "96x96 PNG" if kind == "stl10" else "500x375 JPEG"
+        print(f"{label:<24}{size:>5}{bare:>9.0f}{plain:>9.0f}{rec:>9.0f}"
+              f"{100 * (plain - rec) / plain:>9.1f}%{100 * rec / bare:>8.0f}%")
+    device = jax.devices()[0]
+    print(f"device part (apply_photometric, batch {_BATCH.value}) on {device.platform} "
+          f"({device.device_kind}):")
+    for size, kernel in ((96, 9), (224, 23)):
+        print(f"  {size} px, blur kernel {kernel}: {_photometric_ms(size, kernel):.2f} ms/batch")
+
+
+if __name__ == "__main__":
+    app.run(main)
