@@ -122,7 +122,35 @@ def optimizer_config(preset: str) -> ml_collections.ConfigDict:
 def eval_config(preset: str) -> ml_collections.ConfigDict:
     """The `eval` section read by evaluate.py."""
     c = ml_collections.ConfigDict()
-    c.batch_size = 256
+    c.batch_size = 256  # global feature-extraction batch (a multiple of the device count)
+    # Comma-separated: linear | fewshot | knn | sensitivity | probe (colour histogram; on
+    # the built-in dataset also hue angle, position and size).
+    c.protocols = "linear,fewshot,knn,sensitivity,probe"
+    # Linear / kNN / probe / sensitivity datasets (augself_jax/data/eval_datasets.py LINEAR).
+    c.datasets = ("shapes" if preset == "shapes" else
+                  "cifar10,cifar100,food101,mit67,pets,flowers,caltech101,cars,aircraft,dtd,"
+                  "sun397,cub200")
+    c.fewshot_datasets = "shapes" if preset == "shapes" else "fc100,cub200,plant_disease"
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: data.data_dir
+    c.manual_dir = ml_collections.FieldReference(None, field_type=str)  # MIT-67, Aircraft
+    c.val_seed = 0  # seed of the random validation splits (recorded with the results)
+    c.max_train_examples = 0  # 0: all; else a seeded subset of train (quick runs, tests)
+    c.linear = ml_collections.ConfigDict()
+    c.linear.l2_min = 1e-6  # the reference sweep: 45 log-spaced w from 1e-6 to 1e5
+    c.linear.l2_max = 1e5
+    c.linear.l2_num = 45
+    c.linear.max_iter = 5000
+    c.linear.tol = 1e-7  # on the largest gradient entry of the mean objective
+    c.fewshot = ml_collections.ConfigDict()
+    c.fewshot.ways = 5  # capped at a task's class count (the shapes `shape` task has 4)
+    c.fewshot.shots = "1,5"
+    c.fewshot.queries = 16
+    c.fewshot.episodes = 2000
+    c.fewshot.c = 1.0  # inverse L2 strength of the per-episode logistic regression
+    c.knn_k = "1,20"
+    c.sensitivity = ml_collections.ConfigDict()
+    c.sensitivity.num_images = 512  # test images, each augmented once per augmentation
+    c.sensitivity.augmentations = "flip,color,gray,blur,crop"
     return c
 
 
