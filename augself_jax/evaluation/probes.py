@@ -14,7 +14,7 @@ RIDGE_GRID = tuple(float(v) for v in np.logspace(-6, 2, 17))  # times the mean e
 
 
 def color_histogram(images: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
-    """Per-channel histogram of uint8 images [N, H, W, 3], each channel summing to 1: [N, 3*bins]."""
+    """Per-channel histograms of uint8 images [N, H, W, 3], each summing to 1: [N, 3 * bins]."""
     idx = (images.astype(np.int64) * bins) // 256  # bin of every pixel value
     n, h, w, c = images.shape
     flat = idx.reshape(n, h * w, c) + bins * np.arange(c)  # channel-offset bins

@@ -1,4 +1,4 @@
-"""Results: records (one per number) -> results.json, results.md, and the delta table of two runs."""
+"""Results: records (one per number) -> results.json, results.md; the delta table of two runs."""
 
 from __future__ import annotations
 
