@@ -134,7 +134,7 @@ def eval_config(preset: str) -> ml_collections.ConfigDict:
     c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: data.data_dir
     c.manual_dir = ml_collections.FieldReference(None, field_type=str)  # MIT-67, Aircraft
     c.val_seed = 0  # seed of the random validation splits (recorded with the results)
-    c.max_train_examples = 0  # 0: all; else a seeded subset of train (quick runs, tests)
+    c.max_examples = 0  # 0: all; else only the first N images of each split (quick runs)
     c.linear = ml_collections.ConfigDict()
     c.linear.l2_min = 1e-6  # the reference sweep: 45 log-spaced w from 1e-6 to 1e5
     c.linear.l2_max = 1e5

@@ -181,9 +181,9 @@ class Mit67(tfds.core.GeneratorBasedBuilder):
         files = {s: os.path.join(root, f"{s.capitalize()}Images.txt") for s in ("train", "test")}
         _require([os.path.join(root, "Images"), *files.values()], _MIT67_INSTRUCTIONS)
         classes = sorted(os.listdir(os.path.join(root, "Images")))
-        return {s: self._generate(root, f, classes) for s, f in files.items()}
+        return {s: self._generate_examples(root, f, classes) for s, f in files.items()}
 
-    def _generate(self, root, list_file, classes):
+    def _generate_examples(self, root, list_file, classes):
         with open(list_file) as f:
             names = [line.strip() for line in f if line.strip()]
         for name in names:
@@ -219,9 +219,9 @@ class FgvcAircraft(tfds.core.GeneratorBasedBuilder):
         _require([os.path.join(data, "variants.txt"), *lists.values()], _AIRCRAFT_INSTRUCTIONS)
         with open(os.path.join(data, "variants.txt")) as f:
             variants = [line.strip() for line in f if line.strip()]
-        return {s: self._generate(data, f, variants) for s, f in lists.items()}
+        return {s: self._generate_examples(data, f, variants) for s, f in lists.items()}
 
-    def _generate(self, data, list_file, variants):
+    def _generate_examples(self, data, list_file, variants):
         with open(list_file) as f:
             for line in f:
                 if not line.strip():

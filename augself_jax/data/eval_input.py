@@ -39,13 +39,17 @@ def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
 def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: int,
                  batch_size: int, keys: tuple[str, ...], keep: tuple[str, tuple[int, ...]] | None
                  = None, drop_labels: tuple[int, ...] = (), label_key: str = "label",
-                 process_index: int = 0, process_count: int = 1
+                 process_index: int = 0, process_count: int = 1, max_examples: int = 0
                  ) -> tuple[Iterator[dict[str, np.ndarray]], int]:
     """(iterator over host-local batches, number of batches) of one split.
 
     Each batch: `image` uint8 [b, S, S, 3], one array per name in `keys`, `mask` bool [b].
     Every process gets the same number of batches (the global batch is b * process_count).
+    `max_examples` > 0 reads only the split's first examples (quick runs, tests).
     """
+    if max_examples:
+        split = f"{split}[:{int(max_examples)}]" if "+" not in split else "+".join(
+            f"{s}[:{int(max_examples)}]" for s in split.split("+"))
     total = builder.as_dataset(split=split).cardinality().numpy()
     if total < 0:
         total = sum(1 for _ in builder.as_dataset(split=split))

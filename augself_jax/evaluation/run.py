@@ -157,7 +157,8 @@ class Evaluator:
             builder, split, image_size=int(self.config.data.image_size),
             batch_size=int(self.config.eval.batch_size) // jax.process_count(), keys=keys,
             keep=keep, drop_labels=drop_labels, label_key=label_key,
-            process_index=jax.process_index(), process_count=jax.process_count())
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            max_examples=int(self.config.eval.max_examples))
         collect = _Collect(batches, keep_images)
         out = self.extractor(collect)
         images = np.concatenate(collect.images) if collect.images else None
@@ -191,10 +192,6 @@ class Evaluator:
             train = {k: v[tr_idx] for k, v in trainval.items()}
             val = {k: v[va_idx] for k, v in trainval.items()}
             split_info = {"val_seed": int(e.val_seed)}
-        if e.max_train_examples and len(train["features"]) > e.max_train_examples:
-            sub = np.sort(np.random.default_rng(e.val_seed).permutation(
-                len(train["features"]))[: e.max_train_examples])
-            train = {k: v[sub] for k, v in train.items()}
         sizes = {"n_train": len(train["features"]), "n_val": len(val["features"]),
                  "n_test": len(test["features"]), **split_info}
         self.log(f"{d.name}: features {train['features'].shape[1]}-d, train {sizes['n_train']}"
