@@ -1,1 +1,2 @@
-"""Augmentation-aware extensions: AugSelf targets, heads, loss; CASSLE descriptor and conditioned projector."""
+"""Augmentation-aware extensions: AugSelf targets, heads, loss; CASSLE descriptor and
+conditioned projector."""

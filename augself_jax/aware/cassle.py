@@ -1,0 +1,68 @@
+"""CASSLE (METHOD.md section 3): a projector conditioned on each view's own augmentation
+parameters."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from augself_jax.aware.vectors import Ranges, blur_value, color_vector, crop_box
+from augself_jax.models.mlp import MLP
+
+KEY_DIMS = {"blur": 1, "color": 4, "color_diff": 3, "crop": 4, "flip": 1, "grayscale": 1}
+MODES = ("raw", "proj-cat", "proj-add", "proj-mul")
+
+
+def parse_keys(keys: str) -> tuple[str, ...]:
+    """'crop,blur' -> ('blur', 'crop'): the descriptor's order is alphabetical."""
+    return tuple(sorted(k.strip() for k in keys.split(",") if k.strip()))
+
+
+def descriptor_dim(keys: tuple[str, ...]) -> int:
+    return sum(KEY_DIMS[k] for k in keys)
+
+
+def descriptor(
+    params: dict, keys: tuple[str, ...], ranges: Ranges, *, reference: bool = False
+) -> jax.Array:
+    """One view's descriptor [B, D]: its enabled keys concatenated in sorted order."""
+    parts = {
+        "blur": lambda: blur_value(params, ranges, raw=reference)[..., None],
+        "color": lambda: color_vector(params, ranges),
+        "color_diff": lambda: jnp.asarray(params["color_mean_shift"], jnp.float32),
+        "crop": lambda: crop_box(params, params["flip"]),
+        "flip": lambda: jnp.asarray(params["flip"], jnp.float32)[..., None],
+        "grayscale": lambda: jnp.asarray(params["gray"], jnp.float32)[..., None],
+    }
+    return jnp.concatenate([parts[k]() for k in sorted(keys)], axis=-1)
+
+
+def make_encoder(
+    mode: str, desc_dim: int, num_features: int, depth: int, width: int, dtype: Any, rngs: nnx.Rngs
+) -> MLP | None:
+    """gamma: (depth-1) x [Linear(no bias) BN ReLU] then Linear(no bias) BN; None in `raw` mode."""
+    if mode == "raw":
+        return None
+    out = width if mode == "proj-cat" else num_features
+    return MLP(desc_dim, [width] * (depth - 1) + [out], last_bn="affine", dtype=dtype, rngs=rngs)
+
+
+def projector_in_features(mode: str, num_features: int, desc_dim: int, width: int) -> int:
+    return {"raw": num_features + desc_dim, "proj-cat": num_features + width}.get(
+        mode, num_features
+    )
+
+
+def condition(y: jax.Array, desc: jax.Array, encoder: MLP | None, mode: str) -> jax.Array:
+    """The projector's input for features `y` [B, F] of a view with descriptor `desc` [B, D]."""
+    if mode == "raw":
+        return jnp.concatenate([y, desc.astype(y.dtype)], -1)
+    g = encoder(desc).astype(y.dtype)
+    if mode == "proj-cat":
+        return jnp.concatenate([y, g], -1)
+    if mode == "proj-add":
+        return y + g
+    if mode == "proj-mul":
+        return y * g
+    raise ValueError(f"cassle.mode '{mode}'; allowed: {', '.join(MODES)}")

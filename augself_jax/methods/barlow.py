@@ -1,0 +1,39 @@
+"""Barlow Twins: cross-correlation of the two views' embeddings over the global batch."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from augself_jax.methods.core import pick, project
+from augself_jax.models.mlp import MLP
+
+HAS_MOMENTUM = False
+
+
+def barlow_loss(z1: jax.Array, z2: jax.Array, lam: float) -> jax.Array:
+    """sum_i (1 - C_ii)^2 + lam sum_{i != j} C_ij^2 with C = z1^T z2 / N.
+
+    z1, z2 are already batch-normalised: the projector ends in a non-affine BN applied to each
+    view separately (the reference's `bn(z)`), so C is the cross-correlation matrix.
+    """
+    z1, z2 = z1.astype(jnp.float32), z2.astype(jnp.float32)
+    c = z1.T @ z2 / z1.shape[0]
+    diag = jnp.diagonal(c)
+    on = jnp.sum((1 - diag) ** 2)
+    off = jnp.sum(c**2) - jnp.sum(diag**2)
+    return on + lam * off
+
+
+def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
+    m = config.method
+    hidden, out = pick(m.proj_hidden, 8192), pick(m.proj_out, 8192)
+    return {
+        "projector": MLP(proj_in, [hidden, hidden, out], last_bn="plain", dtype=dtype, rngs=rngs)
+    }
+
+
+def forward(model, batch: dict):
+    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
+    z1 = project(model, y1, batch["params1"])
+    z2 = project(model, y2, batch["params2"])
+    return barlow_loss(z1, z2, model.settings.barlow_lambda), y1, y2, {}

@@ -1,0 +1,43 @@
+"""BYOL: online predictor against a momentum target whose tau follows a cosine schedule."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from augself_jax.methods.core import cosine, pick, project
+from augself_jax.models.mlp import MLP
+
+HAS_MOMENTUM = True
+
+
+def byol_loss(p1: jax.Array, p2: jax.Array, t1: jax.Array, t2: jax.Array) -> jax.Array:
+    """(2 - 2 cos(p1, t2)) + (2 - 2 cos(p2, t1)), averaged over the batch."""
+    return jnp.mean(2 - 2 * cosine(p1, t2)) + jnp.mean(2 - 2 * cosine(p2, t1))
+
+
+def tau_schedule(step, total_steps, base: float):
+    """tau = 1 - (1 - base) (cos(pi t / T) + 1) / 2: from base at t=0 to 1 at t=T."""
+    t = jnp.clip(jnp.asarray(step, jnp.float32) / jnp.maximum(total_steps, 1), 0.0, 1.0)
+    return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * t) + 1.0) / 2.0
+
+
+def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
+    m = config.method
+    out = pick(m.proj_out, 256)
+    return {
+        "projector": MLP(proj_in, [pick(m.proj_hidden, 4096), out], dtype=dtype, rngs=rngs),
+        "predictor": MLP(out, [pick(m.pred_hidden, 4096), out], dtype=dtype, rngs=rngs),
+    }
+
+
+def forward(model, batch: dict):
+    p1_rec, p2_rec = batch["params1"], batch["params2"]
+    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
+    p1 = model.predictor(project(model, y1, p1_rec)).astype(jnp.float32)
+    p2 = model.predictor(project(model, y2, p2_rec)).astype(jnp.float32)
+    ty1 = jax.lax.stop_gradient(model.target_backbone(batch["view1"]))
+    ty2 = jax.lax.stop_gradient(model.target_backbone(batch["view2"]))
+    t1 = jax.lax.stop_gradient(project(model, ty1, p1_rec, target=True))
+    t2 = jax.lax.stop_gradient(project(model, ty2, p2_rec, target=True))
+    # AugSelf with a momentum encoder: view 2's features come from the target, without gradient.
+    return byol_loss(p1, p2, t1, t2), y1, ty2, {}

@@ -1,0 +1,52 @@
+"""MoCo v2: view-1 queries against view-2 keys of a momentum encoder, and a queue of negatives."""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from augself_jax.methods.core import l2_normalize, pick, project
+from augself_jax.models.mlp import MLP
+
+HAS_MOMENTUM = True
+
+
+def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float) -> jax.Array:
+    """CE over [q.k, q.queue] / T with the positive at index 0; q, k, queue rows unit-norm."""
+    pos = jnp.sum(q * k, axis=-1, keepdims=True)
+    neg = q @ queue.T
+    logits = jnp.concatenate([pos, neg], -1) / temperature
+    return jnp.mean(
+        optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros(q.shape[0], jnp.int32))
+    )
+
+
+def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
+    m = config.method
+    widths = [pick(m.proj_hidden, num_features), pick(m.proj_out, 128)]
+    return {"projector": MLP(proj_in, widths, dtype=dtype, rngs=rngs)}
+
+
+def init_queue(config, rngs: nnx.Rngs) -> jax.Array:
+    """Random unit vectors, as both the paper and the reference start."""
+    dim = pick(config.method.proj_out, 128)
+    return l2_normalize(jax.random.normal(rngs.params(), (int(config.method.queue_size), dim)))
+
+
+def enqueue(model, keys: jax.Array) -> None:
+    """Overwrite the oldest len(keys) rows (a ring buffer), in place."""
+    queue, ptr = model.queue[...], model.queue_ptr[...]
+    idx = (ptr + jnp.arange(keys.shape[0])) % queue.shape[0]
+    model.queue[...] = queue.at[idx].set(jax.lax.stop_gradient(keys).astype(queue.dtype))
+    model.queue_ptr[...] = (ptr + keys.shape[0]) % queue.shape[0]
+
+
+def forward(model, batch: dict):
+    s = model.settings
+    y1 = model.backbone(batch["view1"])
+    q = l2_normalize(project(model, y1, batch["params1"]))
+    y2 = jax.lax.stop_gradient(model.target_backbone(batch["view2"]))
+    k = jax.lax.stop_gradient(l2_normalize(project(model, y2, batch["params2"], target=True)))
+    loss = info_nce(q, k, jax.lax.stop_gradient(model.queue[...]), s.temperature)
+    enqueue(model, k if s.moco_enqueue == "keys" else q)
+    return loss, y1, y2, {}

@@ -1,0 +1,34 @@
+"""SimCLR: NT-Xent over the 2N views of the global batch."""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from augself_jax.methods.core import l2_normalize, pick, project
+from augself_jax.models.mlp import MLP
+
+HAS_MOMENTUM = False
+
+
+def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
+    """Row i of [z1; z2] has its positive at i +- N; all other 2N - 2 rows are negatives."""
+    z = l2_normalize(jnp.concatenate([z1, z2], 0))
+    n = z1.shape[0]
+    logits = z @ z.T / temperature
+    logits = jnp.where(jnp.eye(2 * n, dtype=bool), -jnp.inf, logits)
+    positives = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(n)])
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, positives))
+
+
+def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
+    m = config.method
+    widths = [pick(m.proj_hidden, num_features), pick(m.proj_out, 128)]
+    return {"projector": MLP(proj_in, widths, dtype=dtype, rngs=rngs)}
+
+
+def forward(model, batch: dict):
+    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
+    z1 = project(model, y1, batch["params1"])
+    z2 = project(model, y2, batch["params2"])
+    return nt_xent(z1, z2, model.settings.temperature), y1, y2, {}

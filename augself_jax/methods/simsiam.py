@@ -1,0 +1,38 @@
+"""SimSiam: predictor against stop-gradient projections; the predictor keeps a constant lr."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from augself_jax.methods.core import cosine, pick, project
+from augself_jax.models.mlp import MLP
+
+HAS_MOMENTUM = False
+
+
+def simsiam_loss(p1: jax.Array, p2: jax.Array, z1: jax.Array, z2: jax.Array) -> jax.Array:
+    """-0.5 (cos(p1, sg z2) + cos(p2, sg z1)), averaged over the batch."""
+    sg = jax.lax.stop_gradient
+    return -0.5 * (jnp.mean(cosine(p1, sg(z2))) + jnp.mean(cosine(p2, sg(z1))))
+
+
+def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
+    m = config.method
+    dim = pick(m.proj_out, 2048)
+    hidden = pick(m.proj_hidden, 2048)
+    layers = int(m.simsiam_proj_layers)
+    return {
+        "projector": MLP(
+            proj_in, [hidden] * (layers - 1) + [dim], last_bn="affine", dtype=dtype, rngs=rngs
+        ),
+        "predictor": MLP(dim, [pick(m.pred_hidden, 512), dim], dtype=dtype, rngs=rngs),
+    }
+
+
+def forward(model, batch: dict):
+    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
+    z1 = project(model, y1, batch["params1"])
+    z2 = project(model, y2, batch["params2"])
+    p1 = model.predictor(z1).astype(jnp.float32)
+    p2 = model.predictor(z2).astype(jnp.float32)
+    return simsiam_loss(p1, p2, z1, z2), y1, y2, {}

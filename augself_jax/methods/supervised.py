@@ -1,0 +1,38 @@
+"""Supervised pretraining: a linear classifier on backbone features, cross-entropy on both views."""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from augself_jax.methods.core import project
+
+HAS_MOMENTUM = False
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.mean(
+        optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    )
+
+
+def num_classes(config) -> int:
+    if config.method.num_classes > 0:
+        return int(config.method.num_classes)
+    from augself_jax.data.registry import get_dataset_info  # the data owner's registry
+
+    return int(get_dataset_info(config.data.dataset).num_classes)
+
+
+def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
+    # The classifier plays the projector's role, so CASSLE conditions its input.
+    return {"classifier": nnx.Linear(proj_in, num_classes(config), dtype=dtype, rngs=rngs)}
+
+
+def forward(model, batch: dict):
+    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
+    logits1 = project(model, y1, batch["params1"], head="classifier")
+    logits2 = project(model, y2, batch["params2"], head="classifier")
+    loss = 0.5 * (cross_entropy(logits1, batch["label"]) + cross_entropy(logits2, batch["label"]))
+    acc = jnp.mean((jnp.argmax(logits1, -1) == batch["label"]).astype(jnp.float32))
+    return loss, y1, y2, {"train_acc": acc}

@@ -1,0 +1,79 @@
+"""The one MLP builder: every projector, predictor, AugSelf head and CASSLE encoder."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LAST_BN = ("none", "affine", "plain")
+
+# torch.nn.Linear's default (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)).
+_linear_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class MLP(nnx.Module):
+    """Linear layers of `widths`; hidden ones are Linear - BN - ReLU (or Linear - ReLU).
+
+    `last_bn`: 'none', 'affine' (BN with scale and bias) or 'plain' (BN without them).
+    Bias rule: a Linear followed by a BN has no bias (the BN's shift replaces it).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        widths: Sequence[int],
+        *,
+        hidden_bn: bool = True,
+        last_bn: str = "none",
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if last_bn not in LAST_BN:
+            raise ValueError(f"last_bn '{last_bn}'; allowed: {', '.join(LAST_BN)}")
+        linears, norms = [], []
+        n_in = in_features
+        for i, n_out in enumerate(widths):
+            last = i == len(widths) - 1
+            has_bn = (last and last_bn != "none") or (not last and hidden_bn)
+            linears.append(
+                nnx.Linear(
+                    n_in,
+                    n_out,
+                    use_bias=not has_bn,
+                    kernel_init=_linear_init,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
+            )
+            affine = not (last and last_bn == "plain")
+            norms.append(
+                nnx.BatchNorm(
+                    n_out,
+                    momentum=0.9,
+                    epsilon=1e-5,
+                    use_bias=affine,
+                    use_scale=affine,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
+                if has_bn
+                else None
+            )
+            n_in = n_out
+        self.linears = nnx.List(linears)
+        self.norms = nnx.List(norms)
+        self.out_features = n_in
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)
+        n = len(self.linears)
+        for i, (linear, norm) in enumerate(zip(self.linears, self.norms, strict=True)):
+            x = linear(x)
+            if norm is not None:
+                x = norm(x)
+            if i < n - 1:
+                x = nnx.relu(x)
+        return x
