@@ -99,6 +99,7 @@ def _manager(workdir: str | epath.Path, *, keep: int | None = None,
              read_only: bool = False, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
@@ -183,9 +184,13 @@ def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDic
     try:
         stored = manager.item_metadata(step)["state"]
         _check_matches(target_nested, stored, config, workdir)
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            target_nested, restore_args=ocp.checkpoint_utils.construct_restore_args(
-                target_nested), partial_restore=True)))
+        # The backbone alone: a partial restore, which only the PyTree handler offers (the
+        # manager registered the Standard handler for "state"; the on-disk format is shared).
+        with ocp.PyTreeCheckpointer() as checkpointer:
+            restored = {"state": checkpointer.restore(
+                checkpoint_dir(workdir) / str(step) / "state", args=ocp.args.PyTreeRestore(
+                    target_nested, restore_args=ocp.checkpoint_utils.construct_restore_args(
+                        target_nested), partial_restore=True))}
     finally:
         manager.close()
     values = from_nested(restored["state"], target)

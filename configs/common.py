@@ -170,6 +170,9 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     c.knn_every = 0  # 0: no kNN monitor; else 1-NN cosine accuracy every N steps and at the end
     c.knn_max_examples = 10000  # cap on memory (train) and query (test) images of the monitor
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all devices
+    # CPU only: compile the train step without LLVM's expensive passes (compiles several
+    # times faster, steps somewhat slower); for tests and short CPU runs.
+    c.xla_fast_compile = False
     c.data = data_config(preset)
     c.aug = aug_config(preset)
     c.model = model_config(preset)

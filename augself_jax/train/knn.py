@@ -23,7 +23,8 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarra
 
     info = get_dataset_info(config.data.dataset)
     size = int(config.data.image_size)
-    split_name = info.train_split if split == "train" else info.test_split
+    train_split = getattr(info, "labeled_train_split", "") or info.train_split
+    split_name = train_split if split == "train" else info.test_split
     ds = tfds.load(info.tfds_name, split=split_name, data_dir=config.data.data_dir,
                    shuffle_files=False, try_gcs=False)
     if config.knn_max_examples > 0:

@@ -52,7 +52,8 @@ def make_train_step(config: ml_collections.ConfigDict,
         inputs = prepare_views(config, batch)
 
         def loss_fn(params: nnx.State, rest: nnx.State):
-            model = nnx.merge(graphdef, params, rest)
+            # copy=True: Variables made under this grad trace may be mutated in it (BatchNorm).
+            model = nnx.merge(graphdef, params, rest, copy=True)
             loss, metrics = compute_loss(model, inputs, step=state.step, total_steps=num_steps)
             _, _, new_rest = nnx.split(model, nnx.Param, ...)
             return loss, (metrics, new_rest)
@@ -71,4 +72,5 @@ def make_train_step(config: ml_collections.ConfigDict,
 
     replicated = mesh_lib.replicated(setup.mesh)
     return jax.jit(step_fn, out_shardings=(state_shardings(setup), replicated),
-                   donate_argnums=(0,))
+                   donate_argnums=(0,),
+                   compiler_options=mesh_lib.fast_compile_options(config.xla_fast_compile))

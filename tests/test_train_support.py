@@ -1,0 +1,92 @@
+"""Helpers for the trainer's tests: tiny configs and synthetic two-view batches (no tests here).
+
+Synthetic batches follow the pipeline's host-batch contract (CONTRACTS.md) so that the step,
+sharding and checkpoint tests do not pay for tf.data.
+"""
+
+import importlib.util
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from augself_jax.train import mesh as mesh_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, preset: str = "shapes") -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def tiny_config(name: str = "simclr_augself", *, batch: int = 16, steps: int = 4,
+                **method: object) -> ml_collections.ConfigDict:
+    """The smallest config that still runs every part of the method: ResNet-18 of width 4."""
+    c = load_config(name)
+    c.batch_size = batch
+    c.total_steps = steps
+    c.log_every = 2
+    c.checkpoint_every = 2
+    c.knn_every = 0
+    c.xla_fast_compile = True
+    c.model.width = 4
+    c.augself.hidden = 16
+    c.method.queue_size = 64
+    c.method.proj_hidden = 32
+    c.method.proj_out = 16
+    c.method.pred_hidden = 16
+    c.cassle.width = 8
+    c.cassle.depth = 2
+    for key, value in method.items():
+        c.method[key] = value
+    return c
+
+
+def synthetic_host_batch(config: ml_collections.ConfigDict, step: int, size: int = 16) -> dict:
+    """A deterministic host batch for `step` with truthful-looking parameter records."""
+    rng = np.random.default_rng([config.seed, step])
+    b = config.batch_size
+
+    def record() -> dict:
+        h = rng.uniform(0.3, 1.0, b)
+        w = rng.uniform(0.3, 1.0, b)
+        applied = (rng.uniform(size=b) < 0.8).astype(np.float32)
+        color = np.stack([rng.uniform(0.6, 1.4, b), rng.uniform(0.6, 1.4, b),
+                          rng.uniform(0.6, 1.4, b), rng.uniform(-0.1, 0.1, b)], 1)
+        color = np.where(applied[:, None] > 0, color, [1, 1, 1, 0]).astype(np.float32)
+        blur_on = rng.uniform(size=b) < 0.5
+        return {
+            "crop": np.stack([rng.uniform(0, 1 - h), rng.uniform(0, 1 - w), h, w],
+                             1).astype(np.float32),
+            "flip": (rng.uniform(size=b) < 0.5).astype(np.float32),
+            "color": color,
+            "color_applied": applied,
+            "color_order": np.stack([rng.permutation(4) for _ in range(b)]).astype(np.int32),
+            "color_mean_shift": np.zeros((b, 3), np.float32),
+            "gray": (rng.uniform(size=b) < 0.2).astype(np.float32),
+            "blur": np.where(blur_on, rng.uniform(0.1, 2.0, b), 0.0).astype(np.float32),
+            "solarize": np.ones(b, np.float32),
+            "rotation": np.zeros(b, np.int32),
+        }
+
+    return {
+        "view1": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+        "view2": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+        "params1": record(),
+        "params2": record(),
+        "label": rng.integers(0, 4, b).astype(np.int32),
+    }
+
+
+def to_global(host_batch: dict, mesh: jax.sharding.Mesh) -> dict:
+    """Single-process stand-in for make_global_batch: the batch split over 'data'."""
+    sharding = mesh_lib.data_sharded(mesh)
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), host_batch)
+
+
+def host_leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
