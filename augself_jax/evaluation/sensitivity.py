@@ -151,7 +151,8 @@ def sensitivity(backbone: nnx.Module, images: np.ndarray, aug: ml_collections.Co
             for stage, cos in per_stage.items():
                 acc = sums.setdefault(stage, {}).setdefault(kind, 0.0)
                 sums[stage][kind] = acc + float(np.sum(np.asarray(cos) * valid))
-    return {stage: {k: v / n for k, v in kinds.items()} for stage, kinds in sums.items()}
+    order = sorted(sums, key=lambda s: (s == "output", s))  # stage1, stage2, ..., output
+    return {stage: {k: v / n for k, v in sums[stage].items()} for stage in order}
 
 
 def plot(result: dict[str, dict[str, float]], path: str, title: str = "") -> str:
