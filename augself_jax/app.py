@@ -32,6 +32,15 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 CONFIG_ERROR_EXIT = 2
 
 
+def quiet_library_logs() -> None:
+    """Orbax logs every save at INFO; keep its warnings, drop the rest (pass -v 1 to see it)."""
+    if flags.FLAGS["verbosity"].present:
+        return
+    handler = logging.get_absl_handler()
+    handler.addFilter(lambda r: r.levelno >= logging.converter.STANDARD_WARNING
+                      or "orbax" not in r.pathname)
+
+
 def hide_accelerators_from_tensorflow() -> None:
     """tf.data runs on the CPU; TensorFlow must not grab GPU memory that JAX needs."""
     import tensorflow as tf
@@ -90,6 +99,7 @@ def run(main: Callable[[ml_collections.ConfigDict, str], None], *,
     def _main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        quiet_library_logs()
         hide_accelerators_from_tensorflow()
         maybe_initialize_distributed(distributed_requested(_DISTRIBUTED.value), _COORDINATOR.value,
                                      _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -190,5 +190,5 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
         c.log_every = 20
         c.knn_every = 150
         c.knn_max_examples = 2000
-        c.model.width = 16
+        c.model.width = 8
     return c

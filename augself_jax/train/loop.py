@@ -80,14 +80,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_lead)
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=config.log_every, every_secs=None)
+    train_step = make_train_step(config, setup)
+    batches = make_pretrain_iterator(config, start_step=start_step)  # prepares the dataset
     knn = None
     if config.knn_every > 0:
         from augself_jax.train.knn import KnnMonitor
 
         knn = KnnMonitor(config, setup)
-
-    train_step = make_train_step(config, setup)
-    batches = make_pretrain_iterator(config, start_step=start_step)
     last_metrics: dict[str, float] = {}
     last_time, last_step = time.perf_counter(), start_step
     for step in range(start_step + 1, num_steps + 1):  # `step` counts steps done after this one
