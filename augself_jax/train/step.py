@@ -66,7 +66,7 @@ def make_train_step(config: ml_collections.ConfigDict,
         _, params, rest = nnx.split(model, nnx.Param, ...)
         metrics = dict(metrics)
         metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         new_state = TrainState(step=state.step + 1, params=params, rest=rest, opt_state=opt_state)
         return new_state, metrics
 
