@@ -47,6 +47,16 @@ def _progress_line(step: int, num_steps: int, metrics: dict[str, float], steps_p
     return f"step {step}/{num_steps} {shown} | {steps_per_sec:.2f} steps/s, ETA {eta_text}"
 
 
+def check_finite(loss: float, step: int, last_saved: int | None, workdir: str) -> None:
+    """DivergedError naming the step and the last good checkpoint when the loss is NaN/Inf."""
+    if math.isfinite(loss):
+        return
+    where = (f"step {last_saved} in {checkpoints.checkpoint_dir(workdir)}" if last_saved
+             else "none (no checkpoint was written)")
+    raise DivergedError(f"loss is {loss} at step {step}; stopped. "
+                        f"The last good checkpoint is {where}")
+
+
 def _meta(config: ml_collections.ConfigDict, step: int, num_steps: int) -> dict:
     return {"step": step, "data_position": step, "total_steps": num_steps,
             "method": config.method.name, "model": config.model.to_dict()}
@@ -103,12 +113,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         is_save = step % config.checkpoint_every == 0 or is_last
         if step % config.log_every == 0 or is_save or step == start_step + 1:
             last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not math.isfinite(last_metrics["loss"]):
-                ckpt.close()
-                where = (f"step {last_saved} in {checkpoints.checkpoint_dir(workdir)}"
-                         if last_saved else "none (no checkpoint was written)")
-                raise DivergedError(f"loss is {last_metrics['loss']} at step {step}; "
-                                    f"stopped. The last good checkpoint is {where}")
+            try:
+                check_finite(last_metrics["loss"], step, last_saved, workdir)
+            finally:
+                if not math.isfinite(last_metrics["loss"]):
+                    ckpt.close()  # lets a pending save of the last good state finish
             if step % config.log_every == 0 or is_last:
                 writer.write_scalars(step, last_metrics)
                 now = time.perf_counter()
