@@ -1,0 +1,95 @@
+"""Every experiment config loads for every preset, and bad configs fail validation with one
+line before anything is compiled or written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from test_train_support import ROOT, load_config
+
+from augself_jax.app import validate_config
+from augself_jax.errors import ConfigError
+
+EXPERIMENTS = ("simclr", "simclr_augself", "simclr_cassle", "moco_augself", "byol_augself",
+               "simsiam_augself", "barlow_cassle", "supervised_augself")
+PRESETS = ("stl10", "imagenet100", "cifar10", "shapes")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_preset_loads_and_validates(name):
+    for preset in PRESETS:
+        c = load_config(name, preset)
+        assert c.preset == preset
+        for field in ("seed", "batch_size", "total_steps", "checkpoint_every", "log_every"):
+            assert field in c
+        assert "eval" in c
+        method = name.split("_")[0]
+        assert c.method.name == method
+        assert (c.augself.crop > 0) == name.endswith("augself")
+        assert c.cassle.enabled == name.endswith("cassle")
+        if preset != "shapes":  # only the built-in dataset exists offline
+            continue
+        validate_config(c)  # conftest: 8 devices
+
+
+def test_presets_match_the_reference():
+    stl = load_config("simclr_augself", "stl10")
+    assert (stl.data.image_size, stl.model.backbone, stl.batch_size, stl.num_epochs) == (
+        96, "resnet18", 256, 200)
+    assert (stl.optimizer.name, stl.optimizer.base_lr, stl.optimizer.weight_decay) == (
+        "sgd", 0.03, 5e-4)
+    assert stl.augself.crop == stl.augself.color == 1.0
+    inet = load_config("simclr_augself", "imagenet100")
+    assert (inet.model.backbone, inet.data.image_size, inet.num_epochs) == ("resnet50", 224, 500)
+    assert inet.augself.crop == inet.augself.color == 0.5
+    assert inet.optimizer.base_lr == 0.05 and inet.optimizer.weight_decay == 1e-4
+    assert load_config("simclr", "cifar10").model.stem == "cifar"
+    shapes = load_config("simclr_augself", "shapes")
+    assert shapes.data.dataset == "shapes" and shapes.total_steps is not None
+
+
+def _shapes():
+    return load_config("simclr_augself", "shapes")
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda c: setattr(c.optimizer, "name", "rmsprop"), "optimizer.name"),
+    (lambda c: setattr(c.optimizer, "schedule", "step"), "optimizer.schedule"),
+    (lambda c: setattr(c.augself, "color", -1.0), "augself.color"),
+    (lambda c: setattr(c.augself, "rotation", 0.5), "augself.rotation"),
+    (lambda c: setattr(c.augself, "solarize", 0.5), "augself.solarize"),
+    (lambda c: setattr(c, "batch_size", 12), "batch_size"),
+    (lambda c: setattr(c.optimizer, "weight_decay", -1e-4), "optimizer.weight_decay"),
+    (lambda c: setattr(c, "total_steps", 0), "total_steps"),
+    (lambda c: setattr(c.mesh, "model", 3), "mesh"),
+    (lambda c: setattr(c.method, "name", "dino"), "method.name"),
+    (lambda c: setattr(c.data, "dataset", "mnist"), "data.dataset"),
+])
+def test_bad_config_raises_one_line(edit, field):
+    c = _shapes()
+    edit(c)
+    with pytest.raises(ConfigError) as e:
+        validate_config(c)
+    message = str(e.value)
+    assert message.startswith(field) and "\n" not in message
+
+
+def test_rotation_head_is_fine_when_the_pipeline_rotates():
+    c = _shapes()
+    c.augself.rotation = 0.5
+    c.aug.rotation_prob = 0.5
+    validate_config(c)
+
+
+def test_cli_config_error_exits_before_writing(tmp_path):
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "main.py", "--config=configs/simclr_augself.py:shapes",
+         f"--workdir={workdir}", "--config.augself.rotation=1.0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and "augself.rotation" in errors[0] and "rotation_prob" in errors[0]
+    assert not workdir.exists()
