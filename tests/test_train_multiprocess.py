@@ -1,0 +1,67 @@
+"""Two CPU processes joined by jax.distributed on localhost (launch/local_multiprocess.sh)
+train the same model as one process fed the same global batches."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from test_train_resume import OVERRIDES as TINY
+from test_train_resume import _config as tiny_config_from
+from test_train_support import ROOT, host_leaves, to_global
+
+from augself_jax import checkpoints
+from augself_jax.data.pipeline import make_pretrain_iterator
+from augself_jax.train import mesh as mesh_lib
+from augself_jax.train import state as state_lib
+from augself_jax.train.step import STEP_KEYS, make_train_step
+
+STEPS = 3
+OVERRIDES = {**TINY, "total_steps": STEPS, "checkpoint_every": STEPS}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(shapes_data_dir, tmp_path):
+    workdir = tmp_path / "two"
+    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+    result = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--num_processes=2",
+         "--devices_per_process=1", f"--port={_free_port()}", f"--workdir={workdir}", "--",
+         *flags, f"--config.data.data_dir={shapes_data_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(workdir / "process_0.log") as f:
+        assert f"step {STEPS}/{STEPS}" in f.read()
+    assert checkpoints.latest_step(workdir) == STEPS
+
+    # One process, two devices, fed the concatenation of what the two processes read.
+    config = tiny_config_from(shapes_data_dir)
+    config.total_steps = STEPS
+    mesh = mesh_lib.make_mesh(config, jax.devices()[:2])
+    setup = state_lib.make_setup(config, mesh)
+    state = state_lib.init_state(config, setup)
+    train_step = make_train_step(config, setup)
+    shards = [make_pretrain_iterator(config, process_index=i, process_count=2) for i in (0, 1)]
+    for _ in range(STEPS):
+        parts = [next(it) for it in shards]
+        host = jax.tree.map(lambda *xs: np.concatenate(xs),
+                            *[{k: p[k] for k in STEP_KEYS} for p in parts])
+        state, _ = train_step(state, to_global(host, mesh))
+
+    ckpt = checkpoints.TrainCheckpointer(workdir, keep=1)
+    restored, _ = ckpt.restore(STEPS, setup.abstract_state)
+    ckpt.close()
+    for part in ("params", "rest"):
+        for x, y in zip(host_leaves(getattr(state, part)), host_leaves(getattr(restored, part)),
+                        strict=True):
+            np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-6)
