@@ -1,1 +1,10 @@
-"""Train state, sharded step, loop, optimizers, logging."""
+"""Pretraining: `loop.train_and_evaluate(config, workdir)` is main.py's one call.
+
+mesh.py        the ('data', 'model') device mesh and shardings
+optimizers.py  SGD / LARS / AdamW, lr = base_lr * batch / 256, cosine + warm-up
+state.py       TrainState (step, params, rest, opt_state) over NNX split state
+step.py        the pure jitted step: photometric ops, loss, update, momentum targets
+knn.py         the 1-NN kNN monitor
+loop.py        resume, step, log (clu), monitor, checkpoint (augself_jax/checkpoints.py)
+validate.py    the trainer's config checks
+"""
