@@ -29,7 +29,7 @@ def shapes_config(method: str, data_dir: str, **augself):
     return c
 
 
-def make_step(config, model, lr: float):
+def make_step(config, model, lr: float, total_steps: int):
     info = get_dataset_info(config.data.dataset)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.sgd(lr, momentum=0.9)
@@ -48,23 +48,23 @@ def make_step(config, model, lr: float):
 
         def loss_fn(params, rest):
             m = nnx.merge(graphdef, params, rest, copy=True)
-            loss, metrics = compute_loss(m, inputs, step=i, total_steps=STEPS)
+            loss, metrics = compute_loss(m, inputs, step=i, total_steps=total_steps)
             return loss, (metrics, nnx.state(m, nnx.Not(nnx.Param)))
 
         grads, (metrics, rest) = jax.grad(loss_fn, has_aux=True)(params, rest)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         m = nnx.merge(graphdef, params, rest)
-        update_targets(m, step=i, total_steps=STEPS)
+        update_targets(m, step=i, total_steps=total_steps)
         _, params, rest = nnx.split(m, nnx.Param, ...)
         return params, rest, opt_state, metrics, inputs
 
     return jax.jit(step, compiler_options=FAST), (params, rest, tx.init(params))
 
 
-def train(config, lr: float = 0.05, steps: int = STEPS):
+def train(config, lr: float = 0.1, steps: int = STEPS):
     model = build(config)
-    step, (params, rest, opt_state) = make_step(config, model, lr)
+    step, (params, rest, opt_state) = make_step(config, model, lr, steps)
     history = []
     for i, batch in enumerate(itertools.islice(make_pretrain_iterator(config), steps)):
         params, rest, opt_state, metrics, inputs = step(params, rest, opt_state, batch, i)
@@ -80,14 +80,15 @@ def _falls(history, key="loss"):
     losses = [float(m[key]) for m, _ in history]
     assert np.all(np.isfinite(losses)), losses
     # From step 2 on: MoCo's loss first rises while real keys replace the random queue.
-    first, last = np.mean(losses[2:7]), np.mean(losses[-5:])
+    first, last = np.mean(losses[2:12]), np.mean(losses[-10:])
     assert last < first, (key, losses)
 
 
-SLOW = pytest.mark.slow  # ~30 s each on 2 busy cores; simclr and moco run by default
+SLOW = pytest.mark.slow  # 30-100 s each on 2 busy cores; the SimCLR + AugSelf run is the default
 
 
-@pytest.mark.parametrize("method", ["moco", pytest.param("byol", marks=SLOW),
+@pytest.mark.parametrize("method", [pytest.param("moco", marks=SLOW),
+                                    pytest.param("byol", marks=SLOW),
                                     pytest.param("simsiam", marks=SLOW),
                                     pytest.param("barlow", marks=SLOW),
                                     pytest.param("supervised", marks=SLOW)])
@@ -100,14 +101,14 @@ def test_simclr_learns_and_augself_color_head_beats_predicting_zero(shapes_data_
     from augself_jax.aware.vectors import Ranges
 
     config = shapes_config("simclr", shapes_data_dir, color=1.0, crop=1.0)
-    history = train(config)
+    history = train(config, lr=0.2, steps=40)
     _falls(history, "ssl_loss")
     _falls(history, "augself/color")
     ranges = Ranges.from_config(config)
     zero_losses = []
-    for _, inputs in history[-8:]:
+    for _, inputs in history[-10:]:
         t12 = pair_targets(inputs["params1"], inputs["params2"], ranges, augs=("color",))["color"]
         t21 = pair_targets(inputs["params2"], inputs["params1"], ranges, augs=("color",))["color"]
         zero_losses.append(float(jnp.mean(jnp.concatenate([t12, t21]) ** 2)))  # tanh(0) = 0
-    head = _mean(history, "augself/color", lambda h: h[-8:])
+    head = _mean(history, "augself/color", lambda h: h[-10:])
     assert head < np.mean(zero_losses), (head, np.mean(zero_losses))
