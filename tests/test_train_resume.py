@@ -110,3 +110,17 @@ def test_divergence_names_the_step_and_last_checkpoint(tmp_path):
         loop.check_finite(float("nan"), 30, 20, str(tmp_path))
     with pytest.raises(loop.DivergedError, match="inf at step 3.*none"):
         loop.check_finite(float("inf"), 3, None, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shapes_data_dir, tmp_path):
+    config = _config(shapes_data_dir)
+    config.checkpoint_every = 1
+    config.optimizer.base_lr = 1e12  # diverges within a few steps
+    with pytest.raises(loop.DivergedError, match=r"at step (\d+); stopped") as e:
+        loop.train_and_evaluate(config, str(tmp_path))
+    bad_step = int(str(e.value).split("at step ")[1].split(";")[0])
+    saved = checkpoints.all_steps(tmp_path)
+    assert all(s < bad_step for s in saved)
+    if saved:
+        assert f"last good checkpoint is step {max(saved)}" in str(e.value)
