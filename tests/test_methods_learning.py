@@ -93,7 +93,8 @@ SLOW = pytest.mark.slow  # 30-100 s each on 2 busy cores; the SimCLR + AugSelf r
                                     pytest.param("barlow", marks=SLOW),
                                     pytest.param("supervised", marks=SLOW)])
 def test_loss_falls(method, shapes_data_dir):
-    _falls(train(shapes_config(method, shapes_data_dir)))
+    lr = 0.02 if method == "barlow" else 0.1  # Barlow's summed loss has large gradients
+    _falls(train(shapes_config(method, shapes_data_dir), lr=lr))
 
 
 def test_simclr_learns_and_augself_color_head_beats_predicting_zero(shapes_data_dir):
