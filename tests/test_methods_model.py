@@ -117,7 +117,7 @@ def test_metrics_and_total_loss():
     np.testing.assert_allclose(loss, want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("enqueue", ["keys", "queries"])
+@pytest.mark.parametrize("enqueue", ["keys", pytest.param("queries", marks=pytest.mark.slow)])
 def test_moco_queue_ring_buffer(enqueue):
     model = build(tiny_config("moco", moco_enqueue=enqueue))
     batch = synthetic_batch()
