@@ -9,6 +9,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -62,6 +63,21 @@ def _meta(config: ml_collections.ConfigDict, step: int, num_steps: int) -> dict:
             "method": config.method.name, "model": config.model.to_dict()}
 
 
+_COMPILED: dict[tuple, tuple[state_lib.Setup, Callable]] = {}
+
+
+def _setup_and_step(config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh) -> tuple[state_lib.Setup, Callable]:
+    """The same config on the same devices reuses the compiled step (a resumed run in the
+    same process, tests); only the latest one is kept."""
+    key = (config.to_json_best_effort(sort_keys=True), tuple(d.id for d in mesh.devices.flat))
+    if key not in _COMPILED:
+        _COMPILED.clear()
+        setup = state_lib.make_setup(config, mesh)
+        _COMPILED[key] = (setup, make_train_step(config, setup))
+    return _COMPILED[key]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: list | None = None) -> TrainResult:
     """Pretrains per `config`, resuming from WORKDIR's latest checkpoint if there is one."""
@@ -70,7 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     is_lead = jax.process_index() == 0
     mesh = mesh_lib.make_mesh(config, devices)
-    setup = state_lib.make_setup(config, mesh)
+    setup, train_step = _setup_and_step(config, mesh)
     num_steps = setup.num_steps
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
 
@@ -92,7 +108,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         else metric_writers.MultiWriter([])
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=config.log_every, every_secs=None)
-    train_step = make_train_step(config, setup)
     batches = make_pretrain_iterator(config, start_step=start_step)  # prepares the dataset
     knn = None
     if config.knn_every > 0:
