@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
@@ -172,7 +171,3 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> None:
     except DivergedError as e:
         sys.exit(f"error: {e}")
 
-
-def host_params(state: state_lib.TrainState) -> list[np.ndarray]:
-    """The parameters as host arrays, in tree order (for comparisons)."""
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
