@@ -18,7 +18,8 @@ VERSION="${TPU_VERSION:-tpu-ubuntu2204-base}"
 PROJECT="${GCP_PROJECT:-}"
 BUCKET="${BUCKET:-}"
 CONFIG="${CONFIG:-configs/simclr_augself.py:imagenet100}"
-REPO="${REPO:-https://github.com/augself-jax/augself_jax.git}"
+# Empty: ship this checkout (git archive of HEAD) to every worker; else clone that URL.
+REPO="${REPO:-}"
 WORKDIR=""
 OVERRIDES=()
 STEPS=()
@@ -61,7 +62,14 @@ for step in "${STEPS[@]}"; do
       run "${GCLOUD[@]}" create "${NAME}" "${WHERE[@]}" --accelerator-type="${ACCELERATOR}" \
         --version="${VERSION}" ;;
     install)
-      on_all_workers "git clone ${REPO} augself_jax || git -C augself_jax pull; cd augself_jax && python3 -m venv ~/venv && ~/venv/bin/pip install -q -r requirements.txt 'jax[tpu]'" ;;
+      if [[ -n "${REPO}" ]]; then
+        on_all_workers "git clone ${REPO} augself_jax || git -C augself_jax pull"
+      else
+        run git archive --format=tar.gz -o augself_jax.tar.gz HEAD
+        run "${GCLOUD[@]}" scp augself_jax.tar.gz "${NAME}:~/" "${WHERE[@]}" --worker=all
+        on_all_workers "mkdir -p augself_jax && tar -xzf augself_jax.tar.gz -C augself_jax"
+      fi
+      on_all_workers "cd augself_jax && python3 -m venv ~/venv && ~/venv/bin/pip install -q -r requirements.txt 'jax[tpu]'" ;;
     train)
       on_all_workers "cd augself_jax && AUGSELF_DISTRIBUTED=1 ~/venv/bin/python main.py --config=${CONFIG} --workdir=${WORKDIR}${extra} 2>&1 | tee -a ~/train.log" ;;
     evaluate)

@@ -23,14 +23,19 @@ def test_tpu_vm_all_steps():
     cmds = dry_run("tpu_vm.sh", "--name=pod", "--zone=europe-west4-a", "--accelerator=v4-32",
                    "--bucket=gs://bkt", "--config=configs/moco_augself.py:imagenet100",
                    "--override=--config.optimizer.name=lars", "all")
+    # Without --repo the checkout itself is archived and copied to every worker.
+    assert ["git", "archive", "--format=tar.gz", "-o", "augself_jax.tar.gz", "HEAD"] in cmds
     gcloud = [c for c in cmds if c[0] == "gcloud"]
-    assert [c[4] for c in gcloud] == ["create", "ssh", "ssh", "ssh", "scp", "delete"]
+    assert [c[4] for c in gcloud] == ["create", "scp", "ssh", "ssh", "ssh", "ssh", "scp",
+                                      "delete"]
     create = gcloud[0]
     assert "--accelerator-type=v4-32" in create and "--zone=europe-west4-a" in create
     assert create[5] == "pod"
-    install, train, evaluate = gcloud[1:4]
-    for c in (install, train, evaluate):
+    ship, unpack, install, train, evaluate = gcloud[1:6]
+    for c in (ship, unpack, install, train, evaluate):
         assert "--worker=all" in c
+    assert ship[5:7] == ["augself_jax.tar.gz", "pod:~/"]
+    assert "tar -xzf augself_jax.tar.gz" in unpack[-1]
     assert "pip install" in install[-1] and "requirements.txt" in install[-1]
     train_cmd = train[-1].removeprefix("--command=")
     assert "AUGSELF_DISTRIBUTED=1" in train_cmd
@@ -38,8 +43,16 @@ def test_tpu_vm_all_steps():
     assert inner[2:] == ["main.py", "--config=configs/moco_augself.py:imagenet100",
                          "--workdir=gs://bkt/runs/pod", "--config.optimizer.name=lars"]
     assert "evaluate.py" in evaluate[-1] and "--workdir=gs://bkt/runs/pod" in evaluate[-1]
-    assert "--worker=0" in gcloud[4] and gcloud[4][5:7] == ["pod:~/train.log", "pod:~/evaluate.log"]
-    assert "--quiet" in gcloud[5]
+    assert "--worker=0" in gcloud[6] and gcloud[6][5:7] == ["pod:~/train.log", "pod:~/evaluate.log"]
+    assert "--quiet" in gcloud[7]
+
+
+def test_tpu_vm_install_from_a_repository():
+    cmds = dry_run("tpu_vm.sh", "--name=v", "--bucket=gs://b", "--repo=https://example.org/a.git",
+                   "install")
+    assert len(cmds) == 2 and all(c[4] == "ssh" and "--worker=all" in c for c in cmds)
+    assert "git clone https://example.org/a.git augself_jax" in cmds[0][-1]
+    assert "pip install" in cmds[1][-1]
 
 
 def test_tpu_vm_single_step_needs_a_workdir():
