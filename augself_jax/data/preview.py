@@ -11,12 +11,10 @@ import os
 
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:preset].")
-_OUT = flags.DEFINE_string("out", None, "Directory for views.png and views.npz.")
-_SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
-_NUM = flags.DEFINE_integer("num_images", 16, "Examples to preview (at least 16).")
+# Importing the shared start-up defines --config (file[:preset], overridable fields) here too.
+from augself_jax.app import hide_accelerators_from_tensorflow
+
 _TILE = 128  # displayed pixels per image side
 
 
@@ -102,15 +100,21 @@ def write_preview(config, out_dir: str, num_images: int = 16) -> dict[str, np.nd
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _OUT.value is None:
+    out = flags.FLAGS.out
+    if out is None:
         raise app.UsageError("--out is required")
-    config = _CONFIG.value
-    if _SEED.value is not None:
-        config.seed = _SEED.value
-    write_preview(config, _OUT.value, _NUM.value)
-    print(f"wrote {os.path.join(_OUT.value, 'views.png')} and views.npz")
+    config = flags.FLAGS.config
+    if flags.FLAGS.seed is not None:
+        config.seed = flags.FLAGS.seed
+    hide_accelerators_from_tensorflow()
+    write_preview(config, out, flags.FLAGS.num_images)
+    print(f"wrote {os.path.join(out, 'views.png')} and views.npz")
 
 
 if __name__ == "__main__":
+    # Defined only when run as a program, so that importing this module defines no flag.
+    flags.DEFINE_string("out", None, "Directory for views.png and views.npz.")
+    flags.DEFINE_integer("seed", None, "Overrides config.seed.")
+    flags.DEFINE_integer("num_images", 16, "Examples to preview (at least 16).")
     flags.mark_flag_as_required("config")
     app.run(main)
