@@ -32,13 +32,20 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 CONFIG_ERROR_EXIT = 2
 
 
+# TensorFlow's C++ start-up banners (oneDNN, CPU features) would bury the progress lines;
+# set before TensorFlow is first imported. An explicit value in the environment wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_CHATTY_LIBRARIES = ("orbax", "tensorflow_datasets")
+
+
 def quiet_library_logs() -> None:
-    """Orbax logs every save at INFO; keep its warnings, drop the rest (pass -v 1 to see it)."""
+    """Orbax logs every save and TFDS every dataset it opens at INFO; keep their warnings,
+    drop the rest (pass -v 1 to see everything)."""
     if flags.FLAGS["verbosity"].present:
         return
     handler = logging.get_absl_handler()
     handler.addFilter(lambda r: r.levelno >= logging.converter.STANDARD_WARNING
-                      or "orbax" not in r.pathname)
+                      or not any(lib in r.pathname for lib in _CHATTY_LIBRARIES))
 
 
 def hide_accelerators_from_tensorflow() -> None:
