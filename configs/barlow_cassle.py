@@ -10,7 +10,4 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = common.base_config(arg)
-    c.method.name = "barlow"
-    c.cassle.enabled = True
-    return c
+    return common.experiment(arg, "barlow", cassle=True)

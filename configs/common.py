@@ -198,3 +198,19 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
         c.knn_max_examples = 2000
         c.model.width = 8
     return c
+
+
+def experiment(preset: str | None, method: str, *, augself: bool = False,
+               cassle: bool = False) -> ml_collections.ConfigDict:
+    """The config of one experiment file: `method`, plain or with AugSelf or CASSLE."""
+    c = base_config(preset)
+    c.method.name = method
+    if method == "simsiam" and c.preset == "imagenet100":
+        c.method.simsiam_proj_layers = 3  # METHOD.md: 2 layers on small data, 3 at ImageNet scale
+    if augself:
+        # The reference AugSelf heads: crop and colour, 1.0 at STL-10 scale, 0.5 on ImageNet-100.
+        weight = 0.5 if c.preset == "imagenet100" else 1.0
+        c.augself.crop = weight
+        c.augself.color = weight
+    c.cassle.enabled = cassle
+    return c

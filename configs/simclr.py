@@ -10,6 +10,4 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = common.base_config(arg)
-    c.method.name = "simclr"
-    return c
+    return common.experiment(arg, "simclr")

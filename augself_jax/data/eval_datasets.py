@@ -155,26 +155,37 @@ def _rgb(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-class Mit67(tfds.core.GeneratorBasedBuilder):
-    """MIT Indoor Scenes (67 classes), the official split, from a manual download."""
+class _ManualImageBuilder(tfds.core.GeneratorBasedBuilder):
+    """Labelled JPEG images from files the user downloaded by hand."""
 
     VERSION = tfds.core.Version("1.0.0")
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _MIT67_INSTRUCTIONS
+    NUM_CLASSES: int
+    HOMEPAGE: str
 
     @tfds.core.utils.classproperty
     @classmethod
     def _checksums_path(cls):
+        # Nothing is downloaded, so there is nothing to check; TFDS would otherwise look for
+        # a checksums file through importlib_resources, which is not a requirement.
         return None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(num_classes=67),
+                "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
                 "file_name": tfds.features.Text(),
             }),
             supervised_keys=("image", "label"),
-            homepage="https://web.mit.edu/torralba/www/indoor.html")
+            homepage=self.HOMEPAGE)
+
+
+class Mit67(_ManualImageBuilder):
+    """MIT Indoor Scenes (67 classes), the official split, from a manual download."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = _MIT67_INSTRUCTIONS
+    NUM_CLASSES = 67
+    HOMEPAGE = "https://web.mit.edu/torralba/www/indoor.html"
 
     def _split_generators(self, dl_manager):
         root = str(dl_manager.manual_dir)
@@ -191,26 +202,12 @@ class Mit67(tfds.core.GeneratorBasedBuilder):
                          "label": classes.index(name.split("/")[0]), "file_name": name}
 
 
-class FgvcAircraft(tfds.core.GeneratorBasedBuilder):
+class FgvcAircraft(_ManualImageBuilder):
     """FGVC-Aircraft 2013b, 100 variants, official train / val / test, from a manual download."""
 
-    VERSION = tfds.core.Version("1.0.0")
     MANUAL_DOWNLOAD_INSTRUCTIONS = _AIRCRAFT_INSTRUCTIONS
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def _checksums_path(cls):
-        return None
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(num_classes=100),
-                "file_name": tfds.features.Text(),
-            }),
-            supervised_keys=("image", "label"),
-            homepage="https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/")
+    NUM_CLASSES = 100
+    HOMEPAGE = "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/"
 
     def _split_generators(self, dl_manager):
         data = os.path.join(str(dl_manager.manual_dir), "fgvc-aircraft-2013b", "data")

@@ -5,7 +5,7 @@ from flax import nnx
 
 from augself_jax.aware import augself, cassle
 from augself_jax.methods import barlow, byol, moco, simclr, simsiam, supervised
-from augself_jax.methods.core import Momentum, Queue, Settings, ema_update, momentum_copy, pick
+from augself_jax.methods.core import Queue, Settings, ema_update, momentum_copy, pick
 from augself_jax.models.resnet import ResNet
 
 METHODS = {
@@ -121,13 +121,3 @@ def update_targets(model: PretrainModel, *, step, total_steps) -> None:
     if model.target_cassle is not None:
         ema_update(model.target_cassle, model.cassle, tau)
 
-
-__all__ = [
-    "METHODS",
-    "Momentum",
-    "PretrainModel",
-    "Queue",
-    "build_model",
-    "compute_loss",
-    "update_targets",
-]
