@@ -1,5 +1,6 @@
 """Two CPU processes joined by jax.distributed on localhost (launch/local_multiprocess.sh)
-train the same model as one process fed the same global batches."""
+train the same model as one process fed the same global batches (about a minute: in the
+default suite, because it is the only test of real multi-process training)."""
 
 import os
 import socket
@@ -8,7 +9,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 from test_train_resume import OVERRIDES as TINY
 from test_train_resume import _config as tiny_config_from
 from test_train_support import ROOT, host_leaves, to_global
@@ -29,7 +29,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_processes_train_like_one(shapes_data_dir, tmp_path):
     workdir = tmp_path / "two"
     flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
