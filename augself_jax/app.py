@@ -35,12 +35,13 @@ CONFIG_ERROR_EXIT = 2
 # TensorFlow's C++ start-up banners (oneDNN, CPU features) would bury the progress lines;
 # set before TensorFlow is first imported. An explicit value in the environment wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_CHATTY_LIBRARIES = ("orbax", "tensorflow_datasets")
+_CHATTY_LIBRARIES = ("orbax", "tensorflow_datasets", "clu", "xla_bridge")
 
 
 def quiet_library_logs() -> None:
-    """Orbax logs every save and TFDS every dataset it opens at INFO; keep their warnings,
-    drop the rest (pass -v 1 to see everything)."""
+    """Orbax logs every save, TFDS every dataset it opens, clu's ReportProgress the rate our
+    progress line already shows, JAX each platform it did not find, all at INFO; keep their
+    warnings, drop the rest (pass -v 1 to see everything)."""
     if flags.FLAGS["verbosity"].present:
         return
     handler = logging.get_absl_handler()

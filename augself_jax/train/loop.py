@@ -102,8 +102,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                   f"{checkpoints.checkpoint_dir(workdir)}", flush=True)
     last_saved = start_step if start_step > 0 else None
 
-    # Only process 0 writes (TensorBoard event files + log lines); the others write nothing.
-    writer = metric_writers.create_default_writer(workdir) if is_lead \
+    # Only process 0 writes; the others write nothing. TensorBoard event files here; the
+    # readable line per log step is the progress line printed below (clu's LoggingWriter
+    # would print the same numbers a second time).
+    writer = metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir)) if is_lead \
         else metric_writers.MultiWriter([])
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=config.log_every, every_secs=None)
