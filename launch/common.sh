@@ -24,3 +24,14 @@ run_bg() {
 }
 
 die() { echo "error: $*" >&2; exit 2; }
+
+# `pretrain_then_evaluate LAUNCHER...`: main.py, then evaluate.py unless EVAL=0, each under
+# the LAUNCHER prefix (env, srun, ...) with CONFIG, WORKDIR and the EXTRA config overrides.
+pretrain_then_evaluate() {
+  local binary
+  for binary in main.py evaluate.py; do
+    if [[ "${binary}" == "evaluate.py" && "${EVAL:-1}" != "1" ]]; then continue; fi
+    run "$@" "${PYTHON}" "${binary}" --config="${CONFIG}" --workdir="${WORKDIR}" \
+      "${EXTRA[@]+"${EXTRA[@]}"}"
+  done
+}

@@ -28,9 +28,4 @@ while [[ $# -gt 0 ]]; do
 done
 ENV=(env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9)
 [[ -n "${GPUS}" ]] && ENV+=(CUDA_VISIBLE_DEVICES="${GPUS}")
-run "${ENV[@]}" "${PYTHON}" main.py --config="${CONFIG}" --workdir="${WORKDIR}" \
-  "${EXTRA[@]+"${EXTRA[@]}"}"
-if [[ "${EVAL}" == "1" ]]; then
-  run "${ENV[@]}" "${PYTHON}" evaluate.py --config="${CONFIG}" --workdir="${WORKDIR}" \
-    "${EXTRA[@]+"${EXTRA[@]}"}"
-fi
+pretrain_then_evaluate "${ENV[@]}"

@@ -45,9 +45,4 @@ if [[ -z "${SLURM_JOB_ID:-}" ]]; then
   exit 0
 fi
 SRUN=(srun --nodes="${NODES}" --ntasks-per-node=1 env AUGSELF_DISTRIBUTED=1)
-run "${SRUN[@]}" "${PYTHON}" main.py --config="${CONFIG}" --workdir="${WORKDIR}" \
-  "${EXTRA[@]+"${EXTRA[@]}"}"
-if [[ "${EVAL}" == "1" ]]; then
-  run "${SRUN[@]}" "${PYTHON}" evaluate.py --config="${CONFIG}" --workdir="${WORKDIR}" \
-    "${EXTRA[@]+"${EXTRA[@]}"}"
-fi
+pretrain_then_evaluate "${SRUN[@]}"

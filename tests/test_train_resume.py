@@ -77,6 +77,10 @@ def test_killed_run_resumes_bit_identically(killed_run, shapes_data_dir, tmp_pat
     assert checkpoints.latest_step(workdir) == TOTAL
     assert len(checkpoints.all_steps(workdir)) <= config.keep_checkpoints
 
+    # Restarting a finished run does nothing.
+    loop.train_and_evaluate(config, workdir)
+    assert "nothing to do" in capsys.readouterr().out
+
     # The files an uninterrupted run leaves: TensorBoard events and the final checkpoint.
     assert glob.glob(os.path.join(tmp_path, "events.out.tfevents.*"))
     assert checkpoints.latest_step(tmp_path) == TOTAL
@@ -94,14 +98,6 @@ def test_cli_run_writes_config_and_progress_lines(killed_run):
     progress = [line for line in lines if line.startswith("step ")]
     assert progress[0].startswith("step 1/8 ") and "loss=" in progress[0]
     assert "steps/s" in progress[0] and "augself/crop=" in progress[0]
-
-
-def test_restart_after_the_end_does_nothing(killed_run, shapes_data_dir, capsys):
-    workdir, _ = killed_run
-    if checkpoints.latest_step(workdir) != TOTAL:
-        pytest.skip("needs the resumed run of the test above")
-    loop.train_and_evaluate(_config(shapes_data_dir), workdir)
-    assert "nothing to do" in capsys.readouterr().out
 
 
 def test_divergence_names_the_step_and_last_checkpoint(tmp_path):
