@@ -102,12 +102,14 @@ def arm_config(arm: str, seed: int, strength: float):
 def save_untrained(config, workdir: str) -> None:
     """Writes the initial state as the step-0 checkpoint, for the evaluation to read."""
     from augself_jax import checkpoints
+    from augself_jax.train import loop
     from augself_jax.train import mesh as mesh_lib
     from augself_jax.train import state as state_lib
 
     setup = state_lib.make_setup(config, mesh_lib.make_mesh(config))
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=1, async_save=False)
-    ckpt.save(0, state_lib.init_state(config, setup), {"step": 0, "data_position": 0})
+    ckpt.save(0, state_lib.init_state(config, setup),
+              loop.checkpoint_meta(config, 0, setup.num_steps))
     ckpt.close()
 
 
@@ -116,9 +118,9 @@ def run_one(arm: str, seed: int, strength: float) -> list[dict]:
     from augself_jax.evaluation import run as eval_run
     from augself_jax.train import loop
 
-    workdir = os.path.join(FLAGS.out, f"s{strength:g}", arm, f"seed{seed}")
-    if arm == "untrained":
-        workdir = os.path.join(FLAGS.out, arm, f"seed{seed}")
+    # `untrained` does not depend on the strength: one folder per seed serves them all.
+    strength_dir = () if arm == "untrained" else (f"s{strength:g}",)
+    workdir = os.path.join(FLAGS.out, *strength_dir, arm, f"seed{seed}")
     results = os.path.join(workdir, "eval", "results.json")
     if os.path.exists(results):
         with open(results) as f:

@@ -57,7 +57,8 @@ def check_finite(loss: float, step: int, last_saved: int | None, workdir: str) -
                         f"The last good checkpoint is {where}")
 
 
-def _meta(config: ml_collections.ConfigDict, step: int, num_steps: int) -> dict:
+def checkpoint_meta(config: ml_collections.ConfigDict, step: int, num_steps: int) -> dict:
+    """The JSON record saved next to the state of the checkpoint at `step`."""
     return {"step": step, "data_position": step, "total_steps": num_steps,
             "method": config.method.name, "model": config.model.to_dict()}
 
@@ -151,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                       flush=True)
         if is_save:
             with report.timed("checkpoint"):
-                ckpt.save(step, state, _meta(config, step, num_steps))
+                ckpt.save(step, state, checkpoint_meta(config, step, num_steps))
             last_saved = step
 
     ckpt.close()
