@@ -86,6 +86,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     validate_model_config(config)
 
 
+def absolute_workdir(workdir: str) -> str:
+    """Orbax refuses relative checkpoint paths, so a relative --workdir (the README's
+    `runs/quickstart`) is resolved against the current directory once, here. URLs such as
+    `gs://bucket/run` are already absolute and pass through unchanged."""
+    if "://" in workdir:
+        return workdir
+    return os.path.abspath(workdir)
+
+
 def write_resolved_config(config: ml_collections.ConfigDict, workdir: str,
                           filename: str) -> str:
     """The config as run (after command-line overrides), for the record; process 0 only."""
@@ -111,7 +120,7 @@ def run(main: Callable[[ml_collections.ConfigDict, str], None], *,
         hide_accelerators_from_tensorflow()
         maybe_initialize_distributed(distributed_requested(_DISTRIBUTED.value), _COORDINATOR.value,
                                      _NUM_PROCESSES.value, _PROCESS_ID.value)
-        config, workdir = _CONFIG.value, _WORKDIR.value
+        config, workdir = _CONFIG.value, absolute_workdir(_WORKDIR.value)
         try:
             validate_config(config)
         except ConfigError as e:
