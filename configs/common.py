@@ -95,7 +95,8 @@ def cassle_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.enabled = False
     # Comma-separated subset of CASSLE_KEYS; concatenated in sorted order.
-    c.keys = "blur,color,color_diff,crop,grayscale"
+    # (Not `keys`: that name is ConfigDict's own method and cannot be overridden.)
+    c.descriptor_keys = "blur,color,color_diff,crop,grayscale"
     c.mode = "proj-cat"  # raw | proj-cat | proj-add | proj-mul
     c.depth = 6
     c.width = 64

@@ -183,8 +183,8 @@ def test_validation_errors_name_the_field():
     c.augself.crop = -0.5
     assert _error(c).startswith("augself.crop")
     c = tiny_config(cassle={})
-    c.cassle["keys"] = "blur,hue"
-    assert _error(c).startswith("cassle.keys") and "hue" in _error(c)
+    c.cassle.descriptor_keys = "blur,hue"
+    assert _error(c).startswith("cassle.descriptor_keys") and "hue" in _error(c)
     c = tiny_config(cassle={})
     c.cassle.mode = "proj-sub"
     assert _error(c).startswith("cassle.mode")

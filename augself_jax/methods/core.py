@@ -50,7 +50,7 @@ class Settings:
             barlow_lambda=float(m.barlow_lambda),
             augself=augself.enabled_augs(config.augself),
             augself_reference=bool(config.augself.reference),
-            cassle_keys=cassle.parse_keys(c["keys"]) if c.enabled else None,
+            cassle_keys=cassle.parse_keys(c.descriptor_keys) if c.enabled else None,
             cassle_mode=c.mode,
             cassle_reference=bool(c.reference),
             ranges=Ranges.from_config(config),

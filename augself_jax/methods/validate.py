@@ -64,15 +64,15 @@ def validate_model_config(config) -> None:
 
     c = config.cassle
     for key in c.keys():
-        _one_of("cassle key", key, ("enabled", "keys", "mode", "depth", "width", "reference"))
+        _one_of("cassle key", key, ("enabled", "descriptor_keys", "mode", "depth", "width", "reference"))
     _one_of("cassle.mode", c.mode, cassle.MODES)
-    raw_keys = str(c["keys"])  # c.keys is the ConfigDict method, hence the brackets
+    raw_keys = str(c.descriptor_keys)
     keys = [k.strip() for k in raw_keys.split(",") if k.strip()]
     if not keys:
-        raise ConfigError("cassle.keys: empty; allowed: " + ", ".join(cassle.KEY_DIMS))
+        raise ConfigError("cassle.descriptor_keys: empty; allowed: " + ", ".join(cassle.KEY_DIMS))
     for k in keys:
-        _one_of("cassle.keys", k, tuple(cassle.KEY_DIMS))
+        _one_of("cassle.descriptor_keys", k, tuple(cassle.KEY_DIMS))
     if len(set(keys)) != len(keys):
-        raise ConfigError(f"cassle.keys: '{raw_keys}' names a key twice")
+        raise ConfigError(f"cassle.descriptor_keys: '{raw_keys}' names a key twice")
     _positive("cassle.depth", c.depth)
     _positive("cassle.width", c.width)
