@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 
 import ml_collections
+from etils import epath
 
 from augself_jax.errors import ConfigError
 
@@ -34,22 +34,22 @@ def record(dataset: str, protocol: str, metric: str, value: float, *, unit: str 
 
 
 def write_results(records: Sequence[dict], eval_dir: str) -> tuple[str, str]:
-    os.makedirs(eval_dir, exist_ok=True)
-    json_path = os.path.join(eval_dir, RESULTS_JSON)
-    with open(json_path, "w") as f:
-        json.dump(list(records), f, indent=1)
-    md_path = os.path.join(eval_dir, RESULTS_MD)
-    with open(md_path, "w") as f:
-        f.write(markdown_table(records) + "\n")
-    return json_path, md_path
+    """Through epath, so that a gs:// workdir keeps them (os.makedirs("gs://b") would make a
+    local ./gs:/b that dies with the VM)."""
+    directory = epath.Path(eval_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / RESULTS_JSON
+    json_path.write_text(json.dumps(list(records), indent=1))
+    md_path = directory / RESULTS_MD
+    md_path.write_text(markdown_table(records) + "\n")
+    return str(json_path), str(md_path)
 
 
 def load_results(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "eval", RESULTS_JSON)
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / "eval" / RESULTS_JSON
+    if not path.exists():
         raise ConfigError(f"compare: no results in {path}; run evaluate.py on that workdir first")
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(path.read_text())
 
 
 def _fmt(r: dict) -> str:

@@ -3,6 +3,7 @@ the config's `eval` section, write DIR/eval/results.{json,md} (+ sensitivity plo
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from augself_jax.data import eval_datasets as eds
 from augself_jax.data.eval_input import eval_batches
@@ -20,6 +22,17 @@ from augself_jax.evaluation.features import FeatureExtractor, eval_mesh
 
 PROTOCOLS = ("linear", "fewshot", "knn", "sensitivity", "probe")
 CONTINUOUS_KEYS = ("hue_angle", "center_x", "center_y", "size_value")  # the built-in dataset's
+
+
+def write_features(eval_dir: str, task: str, **arrays: np.ndarray) -> str:
+    """eval_dir/task/features.npz through epath (a gs:// workdir keeps it); returns its path."""
+    directory = epath.Path(eval_dir) / task
+    directory.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # np.savez seeks, which a GCS stream cannot
+    np.savez(buffer, **arrays)
+    path = directory / "features.npz"
+    path.write_bytes(buffer.getvalue())
+    return str(path)
 
 
 def _list(value: str) -> list[str]:
@@ -202,11 +215,10 @@ class Evaluator:
             task = d.task_name(key)
             ytr, yva, yte = train[key], val[key], test[key]
             num_classes = int(max(ytr.max(), yva.max(), yte.max()) + 1)
-            if self.save_features:
-                path = os.path.join(self.eval_dir, task, "features.npz")
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                np.savez(path, train_x=train["features"], train_y=ytr, val_x=val["features"],
-                         val_y=yva, test_x=test["features"], test_y=yte)
+            if self.save_features and jax.process_index() == 0:
+                write_features(self.eval_dir, task, train_x=train["features"], train_y=ytr,
+                               val_x=val["features"], val_y=yva, test_x=test["features"],
+                               test_y=yte)
             if "linear" in self.protocols:
                 res = linear.linear_eval((train["features"], ytr), (val["features"], yva),
                                          (test["features"], yte), num_classes, metric=d.metric,

@@ -9,7 +9,7 @@ level means the representation is sensitive to (keeps information about) the aug
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Sequence
 
 import dm_pix as pix
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -177,7 +178,10 @@ def plot(result: dict[str, dict[str, float]], path: str, title: str = "") -> str
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()  # rendered in memory, written through epath: a gs:// workdir keeps it
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    out = epath.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png.getvalue())
     return path
