@@ -1,4 +1,6 @@
-"""The built-in dataset: exact, balanced labels; hue the only colour signal; registry stats."""
+"""The built-in dataset: exact, balanced labels; hue the only colour signal; shapes that
+survive the reference crop, lie inside the image and are all that two views share;
+registry stats."""
 
 import colorsys
 
@@ -26,8 +28,12 @@ def test_splits_sizes_and_balanced_exact_labels(shapes_data_dir):
             assert len(counts) == k and counts.max() - counts.min() <= 1, key
         # Labels are exactly the bins of the stored continuous values.
         np.testing.assert_array_equal(d["hue"], np.floor(d["hue_angle"] / 45.0))
-        pos = 3 * np.floor(d["center_y"] * 3) + np.floor(d["center_x"] * 3)
-        np.testing.assert_array_equal(d["position"], pos)
+        # position: the 3x3 cell of the centre within the range it can take at that size
+        # (the shape's reach, radius + margin, from each border).
+        reach = d["size_value"].astype(np.float64) + shapes.MARGIN
+        row, col = (np.floor(3 * (d[c] - reach) / (1 - 2 * reach)) for c in ("center_y",
+                                                                              "center_x"))
+        np.testing.assert_array_equal(d["position"], 3 * row + col)
         size_bin = np.searchsorted(shapes.SIZE_BINS, d["size_value"], side="right") - 1
         np.testing.assert_array_equal(d["size"], size_bin)
 
@@ -41,12 +47,89 @@ def test_hue_label_is_the_shape_colour_and_only_that(shapes_data_dir):
     hue = np.array([colorsys.rgb_to_hsv(*c)[0] for c in centre]) * 360.0
     diff = np.abs((hue - d["hue_angle"][:n] + 180.0) % 360.0 - 180.0)
     assert np.percentile(diff, 99) < 4.0  # uint8 rounding only
-    # The background (the corners when the shape is elsewhere) carries no hue information:
-    # its mean colour is the same for every hue label.
-    far = (d["position"] == 8)  # shape in the bottom-right cell: top-left corner is background
-    corner = d["image"][far, :4, :4].reshape(far.sum(), -1, 3).mean(1) / 255.0
-    means = np.stack([corner[d["hue"][far] == h].mean(0) for h in range(8)])
-    assert np.abs(means - corner.mean(0)).max() < 0.04
+    # Every pixel of the shape has exactly the label's colour (fixed saturation and value):
+    # the shape's hue is its only colour property.
+    labels = {k: d[k][:n] for k in ("shape", "center_x", "center_y", "size_value")}
+    mask = shapes.shape_mask(labels, 32)
+    for i in range(0, n, 97):
+        pixels = d["image"][i][mask[i]]
+        assert (pixels == pixels[0]).all()
+
+
+def _crop_sampler(rng, n):
+    """n boxes (x, y, w, h), fractions of the side, of torchvision's RandomResizedCrop with
+    the reference's scale (0.2, 1) and ratio (3/4, 4/3): ten tries, then the whole image."""
+    boxes = np.tile([0.0, 0.0, 1.0, 1.0], (n, 1))
+    for i in range(n):
+        for _ in range(10):
+            area = rng.uniform(0.2, 1.0)
+            ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            w, h = np.sqrt(area * ratio), np.sqrt(area / ratio)
+            if w <= 1 and h <= 1:
+                boxes[i] = (rng.uniform(0, 1 - w), rng.uniform(0, 1 - h), w, h)
+                break
+    return boxes
+
+
+def _fraction_in_crop(mask, boxes):
+    """The fraction of each shape's pixels that fall inside its crop box."""
+    coords = (np.arange(mask.shape[1]) + 0.5) / mask.shape[1]
+    in_x = (coords >= boxes[:, :1]) & (coords < boxes[:, :1] + boxes[:, 2:3])
+    in_y = (coords >= boxes[:, 1:2]) & (coords < boxes[:, 1:2] + boxes[:, 3:4])
+    kept = (mask & in_y[:, :, None] & in_x[:, None, :]).sum((1, 2))
+    return kept / mask.sum((1, 2))
+
+
+def test_the_shape_survives_the_reference_crop_and_is_what_two_views_share():
+    labels = shapes.sample_labels(3000, seed=5)
+    mask = shapes.shape_mask(labels, 32)
+    rng = np.random.default_rng(0)
+    view1 = _fraction_in_crop(mask, _crop_sampler(rng, len(mask)))
+    view2 = _fraction_in_crop(mask, _crop_sampler(rng, len(mask)))
+    # Most views hold at least half of the shape (about 88%; version 1's small shapes
+    # with centres anywhere: well under half) ...
+    assert np.mean(view1 >= 0.5) > 0.8
+    # ... and most pairs of views of one image both do: the shape is the shared content.
+    assert np.mean((view1 >= 0.5) & (view2 >= 0.5)) > 0.7
+
+
+def test_shapes_lie_inside_the_image():
+    labels = shapes.sample_labels(4000, seed=6)
+    # Every shape (circle, square, triangle, plus) lies within its radius of its centre
+    # along each axis ...
+    for size in (32, 96):
+        coords = (np.arange(size) + 0.5) / size
+        yy, xx = np.meshgrid(coords, coords, indexing="ij")
+        mask = shapes.shape_mask(labels, size)
+        reach = np.maximum(np.abs(xx[None] - labels["center_x"][:, None, None]),
+                           np.abs(yy[None] - labels["center_y"][:, None, None]))
+        radius = np.broadcast_to(labels["size_value"][:, None, None], mask.shape)
+        assert (reach[mask] <= radius[mask] + 1e-6).all()
+        # ... and no shape touches the image border.
+        edges = (mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1])
+        assert not any(e.any() for e in edges)
+    # The whole disc of radius `size_value` fits, with the margin to spare.
+    for c in ("center_x", "center_y"):
+        assert (labels[c] - labels["size_value"] >= shapes.MARGIN - 1e-6).all()
+        assert (labels[c] + labels["size_value"] <= 1 - shapes.MARGIN + 1e-6).all()
+
+
+def test_the_background_carries_no_per_image_cue():
+    labels = shapes.sample_labels(2000, seed=7)
+    images = shapes.render(labels, 32, seed=8).astype(np.float64) / 255.0
+    background = ~shapes.shape_mask(labels, 32)
+    pixels = images[background]
+    # Gray: no colour at all outside the shape.
+    assert (pixels[:, 0] == pixels[:, 1]).all() and (pixels[:, 1] == pixels[:, 2]).all()
+    # Every image's background has the same level: the spread of the per-image means is
+    # what i.i.d. pixel noise alone gives (std / sqrt(pixels)), so no image is told apart
+    # by its background once it is cropped.
+    gray = images[..., 0]
+    counts = background.sum((1, 2))
+    means = (gray * background).sum((1, 2)) / counts
+    expected = np.sqrt(np.mean(1.0 / counts)) * pixels[:, 0].std()
+    assert means.std() < 1.5 * expected
+    assert abs(means.mean() - shapes.BACKGROUND_GRAY) < 0.01
 
 
 def test_generation_is_deterministic():

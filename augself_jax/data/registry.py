@@ -44,13 +44,13 @@ def _registry() -> dict[str, DatasetInfo]:
         # Statistics of the generated train split (checked by tests/test_data_shapes.py).
         "shapes": DatasetInfo(
             name="shapes", tfds_name="augself_shapes/32px", train_split="train",
-            test_split="test", image_size=32, mean=(0.356, 0.356, 0.356),
-            std=(0.160, 0.160, 0.161), label_key="shape", num_classes=4,
+            test_split="test", image_size=32, mean=(0.221, 0.222, 0.221),
+            std=(0.256, 0.257, 0.255), label_key="shape", num_classes=4,
             extra_labels=(("hue", 8), ("position", 9), ("size", 3))),
         "shapes64": DatasetInfo(
             name="shapes64", tfds_name="augself_shapes/64px", train_split="train",
-            test_split="test", image_size=64, mean=(0.356, 0.356, 0.356),
-            std=(0.160, 0.160, 0.161), label_key="shape", num_classes=4,
+            test_split="test", image_size=64, mean=(0.221, 0.222, 0.221),
+            std=(0.256, 0.257, 0.255), label_key="shape", num_classes=4,
             extra_labels=(("hue", 8), ("position", 9), ("size", 3))),
         "stl10": DatasetInfo(
             name="stl10", tfds_name="stl10", train_split="train+unlabeled", test_split="test",
