@@ -64,7 +64,8 @@ def validate_model_config(config) -> None:
 
     c = config.cassle
     for key in c.keys():
-        _one_of("cassle key", key, ("enabled", "descriptor_keys", "mode", "depth", "width", "reference"))
+        _one_of("cassle key", key,
+                ("enabled", "descriptor_keys", "mode", "depth", "width", "reference"))
     _one_of("cassle.mode", c.mode, cassle.MODES)
     raw_keys = str(c.descriptor_keys)
     keys = [k.strip() for k in raw_keys.split(",") if k.strip()]
