@@ -65,12 +65,17 @@ def distributed_requested(flag_value: bool | None) -> bool:
 def maybe_initialize_distributed(requested: bool, coordinator_address: str | None = None,
                                  num_processes: int | None = None,
                                  process_id: int | None = None) -> None:
+    """Under SLURM every GPU of the node goes to the node's tasks (augself_jax.slurm), not
+    JAX's one GPU per process."""
     if not requested:
         return
     import jax
 
+    from augself_jax import slurm
+
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               local_device_ids=slurm.local_device_ids())
     logging.info("jax.distributed: process %d of %d, %d global devices",
                  jax.process_index(), jax.process_count(), jax.device_count())
 

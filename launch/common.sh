@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the launch scripts: `run CMD...` executes CMD, or with DRY_RUN=1 only prints it
 # (shell-quoted, one command per line, prefixed with "+ ").
 DRY_RUN="${DRY_RUN:-0}"

@@ -1,108 +1,468 @@
-"""Each launch script's dry run prints the commands it would run; check them."""
+"""The launch scripts, run the way a user and the cluster run them: from a temporary copy of
+the checkout (a git repository of its own), from the checkout root, from launch/ and from
+outside it, with the README's arguments and relative workdirs. Dry runs print the commands;
+the Cloud TPU flow also runs for real against a fake `gcloud` that records its calls; SLURM's
+batch step runs from a spool-like copy of the script, as SLURM itself runs it."""
 
 import os
 import shlex
+import shutil
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch")
+REPO = Path(__file__).resolve().parent.parent
+
+# Cloud TPU docs (runtime versions; regions and zones): per generation, the runtime whose
+# Python the worker script upgrades, and a zone that has that generation.
+TPU_GENERATIONS = {"v4-32": ("tpu-ubuntu2204-base", "us-central2-b"),
+                   "v5litepod-16": ("v2-alpha-tpuv5-lite", "us-west4-a"),
+                   "v5p-32": ("v2-alpha-tpuv5", "us-east5-a"),
+                   "v6e-16": ("v2-alpha-tpuv6e", "us-east5-b")}
+
+# Records every call (one line each); `scp` lists the archive it ships; `ssh` fails while the
+# command matches FAKE_SSH_FAIL and fewer than FAKE_SSH_FAILURES failures were made;
+# `describe` answers FAKE_TPU_STATE (node) or FAKE_QUEUED_STATE (queued resource).
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
+echo "$*" >> "${FAKE_LOG}"
+case "$*" in
+  *" scp "*)
+    for a in "$@"; do if [[ -f "${a}" ]]; then tar -tzf "${a}" > "${FAKE_LOG}.shipped"; fi; done ;;
+  *" ssh "*)
+    if [[ -n "${FAKE_SSH_FAIL:-}" && "$*" == *"${FAKE_SSH_FAIL}"* ]]; then
+      n=$(cat "${FAKE_LOG}.failures" 2>/dev/null || echo 0)
+      if (( n < ${FAKE_SSH_FAILURES:-1} )); then
+        echo $((n + 1)) > "${FAKE_LOG}.failures"; exit 1
+      fi
+    fi ;;
+  *"queued-resources describe"*) echo "${FAKE_QUEUED_STATE:-ACTIVE}" ;;
+  *" describe "*) echo "${FAKE_TPU_STATE:-READY}" ;;
+esac
+exit 0
+"""
 
 
-def dry_run(script: str, *args: str, env: dict | None = None) -> list[list[str]]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    full_env.update(env or {})
-    out = subprocess.run(["bash", os.path.join(LAUNCH, script), "--dry_run", *args],
-                         capture_output=True, text=True, env=full_env, check=True).stdout
-    lines = [line for line in out.splitlines() if line.startswith("+ ")]
-    assert lines, out
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """A copy of the checkout's launch scripts and requirements, committed to its own repo."""
+    root = tmp_path_factory.mktemp("checkout") / "augself_jax"
+    shutil.copytree(REPO / "launch", root / "launch")
+    shutil.copy(REPO / "requirements.txt", root / "requirements.txt")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "copy"]):
+        subprocess.run([*git, *args], cwd=root, check=True)
+    return root
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(extra)
+    return env
+
+
+def launch(cwd: Path, script: str, *args: str, env: dict | None = None,
+           check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["bash", script, *args], cwd=cwd, capture_output=True, text=True,
+                          env=env or environment(), timeout=60)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def commands(stdout: str) -> list[list[str]]:
+    lines = [line for line in stdout.splitlines() if line.startswith("+ ")]
+    assert lines, stdout
     return [shlex.split(line[2:]) for line in lines]
 
 
-def test_tpu_vm_all_steps():
-    cmds = dry_run("tpu_vm.sh", "--name=pod", "--zone=europe-west4-a", "--accelerator=v4-32",
-                   "--bucket=gs://bkt", "--config=configs/moco_augself.py:imagenet100",
-                   "--override=--config.optimizer.name=lars", "all")
-    # Without --repo the checkout itself is archived and copied to every worker.
-    assert ["git", "archive", "--format=tar.gz", "-o", "augself_jax.tar.gz", "HEAD"] in cmds
+def remote(cmd: list[str]) -> str:
+    """The command string an ssh line runs on the workers."""
+    (command,) = [a.removeprefix("--command=") for a in cmd if a.startswith("--command=")]
+    return command
+
+
+def user_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+# -- Cloud TPU: dry runs ----------------------------------------------------------------------
+README_TPU = ("--name=simclr-in100", "--bucket=gs://my-bucket", "--accelerator=v4-32",
+              "--config=configs/simclr_augself.py:imagenet100", "--spot")
+
+
+@pytest.mark.parametrize("where", ["root", "launch", "outside"])
+def test_tpu_vm_readme_dry_run(checkout, tmp_path, where):
+    cwd, script = {"root": (checkout, "launch/tpu_vm.sh"),
+                   "launch": (checkout / "launch", "tpu_vm.sh"),
+                   "outside": (tmp_path, str(checkout / "launch/tpu_vm.sh"))}[where]
+    cmds = commands(launch(cwd, script, "--dry_run", *README_TPU, "all").stdout)
     gcloud = [c for c in cmds if c[0] == "gcloud"]
-    assert [c[4] for c in gcloud] == ["create", "scp", "ssh", "ssh", "ssh", "ssh", "scp",
-                                      "delete"]
-    create = gcloud[0]
-    assert "--accelerator-type=v4-32" in create and "--zone=europe-west4-a" in create
-    assert create[5] == "pod"
-    ship, unpack, install, train, evaluate = gcloud[1:6]
-    for c in (ship, unpack, install, train, evaluate):
-        assert "--worker=all" in c
-    assert ship[5:7] == ["augself_jax.tar.gz", "pod:~/"]
-    assert "tar -xzf augself_jax.tar.gz" in unpack[-1]
-    assert "pip install" in install[-1] and "requirements.txt" in install[-1]
-    train_cmd = train[-1].removeprefix("--command=")
-    assert "AUGSELF_DISTRIBUTED=1" in train_cmd
-    inner = shlex.split(train_cmd.split("&&", 1)[1].split("2>&1")[0])
-    assert inner[2:] == ["main.py", "--config=configs/moco_augself.py:imagenet100",
-                         "--workdir=gs://bkt/runs/pod", "--config.optimizer.name=lars"]
-    assert "evaluate.py" in evaluate[-1] and "--workdir=gs://bkt/runs/pod" in evaluate[-1]
-    assert "--worker=0" in gcloud[6] and gcloud[6][5:7] == ["pod:~/train.log", "pod:~/evaluate.log"]
-    assert "--quiet" in gcloud[7]
+    create, describe = gcloud[0], gcloud[1]
+    assert create[:6] == ["gcloud", "compute", "tpus", "queued-resources", "create",
+                          "simclr-in100"]
+    assert {"--node-id=simclr-in100", "--accelerator-type=v4-32", "--spot",
+            "--runtime-version=tpu-ubuntu2204-base", "--zone=us-central2-b"} <= set(create)
+    assert describe[4] == "describe"  # waits for the queued resource to become ACTIVE
+    ssh = [c for c in gcloud if c[4] == "ssh"]
+    assert len(ssh) == 4  # unpack, install, train, evaluate
+    for c in ssh:
+        assert "--worker=all" in c and "--zone=us-central2-b" in c
+        # A failure anywhere in a remote pipeline is the command's failure.
+        assert remote(c).startswith("set -euo pipefail; ")
+    assert remote(ssh[1]).endswith("bash augself_jax/launch/tpu_worker.sh install")
+    for c, job, binary in ((ssh[2], "train", "main.py"), (ssh[3], "evaluate", "evaluate.py")):
+        words = shlex.split(remote(c).split("; ", 1)[1])
+        assert words[:6] == ["bash", "augself_jax/launch/tpu_worker.sh", "run", job,
+                             "gs://my-bucket/runs/simclr-in100/logs", binary]
+        assert words[6:] == ["--config=configs/simclr_augself.py:imagenet100",
+                             "--workdir=gs://my-bucket/runs/simclr-in100",
+                             "--config.data.data_dir=gs://my-bucket/tensorflow_datasets"]
+    copy = [c for c in gcloud if c[1] == "storage"]
+    assert copy == [["gcloud", "storage", "cp", "gs://my-bucket/runs/simclr-in100/logs/*",
+                     "runs/simclr-in100/logs/"]]
+    assert gcloud[-1][3:6] == ["queued-resources", "delete", "simclr-in100"]
+    assert "--force" in gcloud[-1] and "--quiet" in gcloud[-1]
 
 
-def test_tpu_vm_install_from_a_repository():
-    cmds = dry_run("tpu_vm.sh", "--name=v", "--bucket=gs://b", "--repo=https://example.org/a.git",
-                   "install")
-    assert len(cmds) == 2 and all(c[4] == "ssh" and "--worker=all" in c for c in cmds)
-    assert "git clone https://example.org/a.git augself_jax" in cmds[0][-1]
-    assert "pip install" in cmds[1][-1]
+@pytest.mark.parametrize("accelerator", sorted(TPU_GENERATIONS))
+def test_tpu_vm_runtime_and_zone_per_generation(checkout, accelerator):
+    version, zone = TPU_GENERATIONS[accelerator]
+    (create,) = commands(launch(checkout, "launch/tpu_vm.sh", "--dry_run", "--bucket=gs://b",
+                                f"--accelerator={accelerator}", "create").stdout)
+    assert create[3:5] == ["tpu-vm", "create"]
+    assert {f"--version={version}", f"--zone={zone}",
+            f"--accelerator-type={accelerator}"} <= set(create)
+    (create,) = commands(launch(checkout, "launch/tpu_vm.sh", "--dry_run", "--bucket=gs://b",
+                                f"--accelerator={accelerator}", "--zone=europe-west4-a",
+                                "--version=custom", "create").stdout)
+    assert "--zone=europe-west4-a" in create and "--version=custom" in create
 
 
-def test_tpu_vm_single_step_needs_a_workdir():
-    cmds = dry_run("tpu_vm.sh", "--workdir=gs://b/x", "delete")
-    assert len(cmds) == 1 and cmds[0][4] == "delete"
-    failed = subprocess.run(["bash", os.path.join(LAUNCH, "tpu_vm.sh"), "--dry_run", "train"],
-                            capture_output=True, text=True)
-    assert failed.returncode != 0 and "--bucket" in failed.stderr
+def test_tpu_vm_overrides_data_dir_and_repository(checkout):
+    cmds = commands(launch(checkout, "launch/tpu_vm.sh", "--dry_run",
+                           "--workdir=gs://b/exp/1", "--data_dir=gs://d/tfds",
+                           "--repo=https://example.org/a.git",
+                           "--override=--config.optimizer.name=lars", "install", "train").stdout)
+    assert [c[4] for c in cmds] == ["ssh", "ssh", "ssh"]
+    assert "git clone https://example.org/a.git augself_jax" in remote(cmds[0])
+    words = shlex.split(remote(cmds[2]).split("; ", 1)[1])
+    assert words[4:] == ["gs://b/exp/1/logs", "main.py",
+                         "--config=configs/simclr_augself.py:imagenet100",
+                         "--workdir=gs://b/exp/1", "--config.data.data_dir=gs://d/tfds",
+                         "--config.optimizer.name=lars"]
 
 
-def test_gpu_single_node():
-    cmds = dry_run("gpu_single_node.sh", "--gpus=0,1,2,3", "--config=configs/byol_augself.py",
-                   "--workdir=/runs/b", "--", "--config.seed=3", env={"PYTHON": "py"})
+def test_tpu_vm_user_errors(checkout):
+    tpu = ("launch/tpu_vm.sh", "--dry_run")
+    user_error(launch(checkout, *tpu, "train", check=False), "--bucket")
+    user_error(launch(checkout, *tpu, "--bucket=gs://b", check=False), "no step")
+    user_error(launch(checkout, *tpu, "--workdir=runs/x", "train", check=False), "gs://")
+    user_error(launch(checkout, *tpu, "--bucket=gs://b", "--accelerator=v9-8", "create",
+                      check=False), "--accelerator=v9-8")
+    user_error(launch(checkout, *tpu, "--bucket=gs://b", "--max_restarts=x", "train",
+                      check=False), "--max_restarts")
+
+
+# -- Cloud TPU: the real flow against a fake gcloud ----------------------------------------
+@pytest.fixture
+def fake_gcloud(tmp_path) -> tuple[dict[str, str], Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+    (bin_dir / "gcloud").chmod(0o755)
+    log = tmp_path / "gcloud.log"
+    env = environment(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_LOG=str(log),
+                      AUGSELF_POLL_S="0")
+    return env, log
+
+
+def calls(log: Path) -> list[str]:
+    """Each gcloud call, shortened to its subcommand and the step it runs on the workers."""
+    out = []
+    for line in log.read_text().splitlines():
+        words = line.split()
+        name = " ".join(words[2:4]) if words[0] == "compute" else " ".join(words[:2])
+        if "tpu_worker.sh" in line:
+            name += " " + line.split("tpu_worker.sh ")[1].split()[0 if "install" in line else 1]
+        out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("where", ["root", "launch", "outside"])
+def test_tpu_vm_ships_the_whole_checkout(checkout, tmp_path, fake_gcloud, where):
+    env, log = fake_gcloud
+    cwd, script = {"root": (checkout, "launch/tpu_vm.sh"),
+                   "launch": (checkout / "launch", "tpu_vm.sh"),
+                   "outside": (tmp_path, str(checkout / "launch/tpu_vm.sh"))}[where]
+    launch(cwd, script, "--bucket=gs://b", "install", env=env)
+    shipped = set((log.parent / "gcloud.log.shipped").read_text().split())
+    assert {"requirements.txt", "launch/tpu_worker.sh", "launch/common.sh"} <= shipped
+    assert calls(log) == ["tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh install"]
+    assert not (checkout / "augself_jax.tar.gz").exists()
+
+
+def test_tpu_vm_failed_training_fails_and_deletes_the_tpu_it_created(checkout, fake_gcloud):
+    env, log = fake_gcloud
+    env.update(FAKE_SSH_FAIL="tpu_worker.sh run train", FAKE_SSH_FAILURES="9")
+    done = launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "all", env=env,
+                  check=False)
+    assert done.returncode == 1 and "train failed" in done.stderr
+    assert calls(log) == ["tpu-vm create", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh install",
+                          "tpu-vm ssh train", "tpu-vm describe", "tpu-vm delete"]
+    # Without delete among the steps, the TPU is left for a look at what went wrong.
+    log.unlink()
+    (log.parent / "gcloud.log.failures").unlink()
+    done = launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "create", "train", env=env,
+                  check=False)
+    assert done.returncode == 1
+    assert calls(log) == ["tpu-vm create", "tpu-vm ssh train", "tpu-vm describe"]
+
+
+def test_tpu_vm_preempted_spot_tpu_is_recreated_and_training_rerun(checkout, fake_gcloud):
+    env, log = fake_gcloud
+    env.update(FAKE_SSH_FAIL="tpu_worker.sh run train", FAKE_SSH_FAILURES="1",
+               FAKE_QUEUED_STATE="ACTIVE", FAKE_TPU_STATE="PREEMPTED")
+    launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "--spot", "all", env=env)
+    install = ["tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh install"]
+    create = ["queued-resources create", "queued-resources describe"]
+    assert calls(log) == [*create, *install, "tpu-vm ssh train",
+                          "queued-resources describe", "tpu-vm describe",
+                          "queued-resources delete", *create, *install, "tpu-vm ssh train",
+                          "tpu-vm ssh evaluate", "storage cp", "queued-resources delete"]
+
+
+def test_tpu_vm_gives_up_after_max_restarts(checkout, fake_gcloud):
+    env, log = fake_gcloud
+    env.update(FAKE_SSH_FAIL="tpu_worker.sh run train", FAKE_SSH_FAILURES="9",
+               FAKE_TPU_STATE="PREEMPTED")
+    done = launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "--max_restarts=1", "all",
+                  env=env, check=False)
+    assert done.returncode == 1 and "preempted 1 times" in done.stderr
+    made = calls(log)
+    assert made.count("tpu-vm create") == 2 and made.count("tpu-vm ssh train") == 2
+    assert made[-1] == "tpu-vm delete" and "tpu-vm ssh evaluate" not in made
+
+
+# -- Cloud TPU: the worker side -------------------------------------------------------------
+def fake_tool(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("system_python_ok", [False, True])
+def test_tpu_worker_install_gets_python_311(checkout, tmp_path, system_python_ok):
+    # The runtimes' python3 is 3.10: the version check exits 1 there.
+    fake_tool(tmp_path / "bin", "python3", f"exit {0 if system_python_ok else 1}")
+    env = environment(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", HOME=str(tmp_path))
+    cmds = commands(launch(checkout, "launch/tpu_worker.sh", "--dry_run", "install",
+                           env=env).stdout)
+    python = "python3" if system_python_ok else "python3.11"
+    packages = ["python3-venv"] if system_python_ok else ["python3.11", "python3.11-venv"]
+    jax_pin = [r for r in (REPO / "requirements.txt").read_text().split() if r.startswith("jax==")]
+    venv = str(tmp_path / "venv")
+    assert cmds == [
+        ["sudo", "apt-get", "update", "-q"],
+        ["sudo", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+         *packages],
+        [python, "-m", "venv", venv],
+        [f"{venv}/bin/pip", "install", "-q", "-U", "pip"],
+        [f"{venv}/bin/pip", "install", "-q", "-r", "requirements.txt",
+         jax_pin[0].replace("jax==", "jax[tpu]==")]]
+
+
+@pytest.fixture
+def worker(checkout, tmp_path) -> tuple[dict[str, str], Path]:
+    """HOME with a fake venv whose python records its session and waits for RELEASE, and a
+    fake gcloud that records the log upload."""
+    home = tmp_path / "home"
+    fake_tool(home / "venv" / "bin", "python",
+              'echo "session $(ps -o sid= -p $$ | tr -d " ") args $*"\n'
+              'echo started >> "$HOME/starts"\n'
+              'while [[ ! -e "$HOME/RELEASE" ]]; do sleep 0.05; done\n'
+              'exit "$(cat "$HOME/RELEASE")"')
+    fake_tool(tmp_path / "bin", "gcloud", 'echo "$*" >> "$HOME/gcloud.log"')
+    env = environment(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", HOME=str(home),
+                      AUGSELF_POLL_S="0.05")
+    return env, home
+
+
+WORKER_RUN = ("launch/tpu_worker.sh", "run", "train", "gs://b/runs/x/logs", "main.py",
+              "--workdir=gs://b/runs/x")
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_tpu_worker_run_reports_status_and_uploads_log(checkout, worker, status):
+    env, home = worker
+    (home / "RELEASE").write_text(str(status))
+    done = launch(checkout, *WORKER_RUN, env=env, check=False)
+    assert done.returncode == status, done.stdout + done.stderr
+    log = (home / "train.log").read_text()
+    assert "args main.py --workdir=gs://b/runs/x" in log
+    host = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+    assert (home / "gcloud.log").read_text().split() == [
+        "storage", "cp", str(home / "train.log"), f"gs://b/runs/x/logs/train_{host}.log"]
+
+
+def test_tpu_worker_run_outlives_its_ssh_session(checkout, worker):
+    env, home = worker
+    first = subprocess.Popen(["bash", *WORKER_RUN], cwd=checkout, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    log = home / "train.log"
+    deadline = time.time() + 20
+    while "session" not in (log.read_text() if log.exists() else "") and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGHUP)  # the ssh session ends: its whole session is hung up
+    first.wait(timeout=10)
+    assert int(log.read_text().split()[1]) != first.pid  # the job runs in a session of its own
+    os.kill(int((home / "train.pid").read_text()), 0)  # and is still running
+    second = subprocess.Popen(["bash", *WORKER_RUN], cwd=checkout, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.3)
+    (home / "RELEASE").write_text("0")
+    out, _ = second.communicate(timeout=20)
+    assert second.returncode == 0, out
+    assert "already running" in out
+    assert (home / "starts").read_text().split() == ["started"]  # one run, attached twice
+
+
+# -- SLURM --------------------------------------------------------------------------------
+README_SLURM = ("--nodes=2", "--gpus_per_node=8", "--partition=gpu", "--workdir=runs/slurm")
+
+
+def submit(checkout: Path, cwd: Path, script: str) -> list[str]:
+    (sbatch,) = commands(launch(cwd, script, "--dry_run", *README_SLURM, "--",
+                                "--config.seed=1").stdout)
+    return sbatch
+
+
+def run_as_slurm(sbatch: list[str], spool: Path, submit_dir: Path) -> list[list[str]]:
+    """What SLURM does with that sbatch line: run a copy of the script from its spool
+    directory, in the --chdir directory, with the job's variables set."""
+    script_at = next(i for i, a in enumerate(sbatch) if a.endswith("slurm_multinode.sh"))
+    chdir = next(a.split("=", 1)[1] for a in sbatch if a.startswith("--chdir="))
+    copy = spool / "job7" / "slurm_script"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(sbatch[script_at], copy)
+    env = environment(SLURM_JOB_ID="7", SLURM_SUBMIT_DIR=str(submit_dir))
+    return commands(launch(Path(chdir), str(copy), *sbatch[script_at + 1:], env=env).stdout)
+
+
+@pytest.mark.parametrize("where", ["root", "launch", "outside"])
+def test_slurm_job_runs_from_a_spool_copy(checkout, tmp_path, where):
+    cwd, script = {"root": (checkout, "launch/slurm_multinode.sh"),
+                   "launch": (checkout / "launch", "slurm_multinode.sh"),
+                   "outside": (tmp_path, str(checkout / "launch/slurm_multinode.sh"))}[where]
+    sbatch = submit(checkout, cwd, script)
+    assert sbatch[0] == "sbatch"
+    assert {"--nodes=2", "--gpus-per-node=8", "--ntasks-per-node=1", "--partition=gpu",
+            "--exclusive", f"--chdir={checkout}"} <= set(sbatch)
+    inside = run_as_slurm(sbatch, tmp_path / "spool", submit_dir=cwd)
+    assert [c[0] for c in inside] == ["srun", "srun"]
+    for cmd, binary in zip(inside, ("main.py", "evaluate.py"), strict=True):
+        assert {"--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=8",
+                "AUGSELF_DISTRIBUTED=1"} <= set(cmd)
+        assert cmd[cmd.index("python") + 1:] == [
+            binary, "--config=configs/simclr_augself.py:imagenet100", "--workdir=runs/slurm",
+            "--config.seed=1"]
+
+
+def test_slurm_job_submitted_by_hand_finds_the_checkout_from_the_submit_dir(checkout, tmp_path):
+    copy = tmp_path / "spool" / "slurm_script"
+    copy.parent.mkdir()
+    shutil.copy(checkout / "launch/slurm_multinode.sh", copy)
+    inside = commands(launch(checkout, str(copy), "--dry_run", "--no_eval",
+                             env=environment(SLURM_JOB_ID="7",
+                                             SLURM_SUBMIT_DIR=str(checkout))).stdout)
+    assert len(inside) == 1 and inside[0][0] == "srun"
+    lost = launch(tmp_path, str(copy), "--dry_run",
+                  env=environment(SLURM_JOB_ID="7", SLURM_SUBMIT_DIR=str(tmp_path)),
+                  check=False)
+    user_error(lost, "--checkout")
+
+
+def _initialize_as_slurm_task(monkeypatch, task_env: dict[str, str]) -> list[int]:
+    """The devices JAX would give this task: app.py's call, completed the way
+    jax.distributed.initialize completes it under SLURM."""
+    import jax
+    from jax._src import clusters
+
+    from augself_jax import app
+
+    for k in [k for k in os.environ if k.startswith("SLURM_") or k == "JAX_LOCAL_DEVICE_IDS"]:
+        monkeypatch.delenv(k)
+    for k, v in task_env.items():
+        monkeypatch.setenv(k, v)
+    seen = {}
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: seen.update(kw))
+    app.maybe_initialize_distributed(True)
+    *_, device_ids = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+        seen.get("coordinator_address"), seen.get("num_processes"), seen.get("process_id"),
+        seen.get("local_device_ids"), None, 300)
+    return list(device_ids)
+
+
+def test_slurm_plan_gives_every_gpu_of_every_node_a_device(checkout, tmp_path, monkeypatch):
+    sbatch = submit(checkout, checkout, "launch/slurm_multinode.sh")
+    srun = run_as_slurm(sbatch, tmp_path / "spool", submit_dir=checkout)[0]
+    flag = lambda cmd, name: int(next(a for a in cmd if a.startswith(f"--{name}=")).split("=")[1])
+    nodes, tasks_per_node, gpus = (flag(srun, "nodes"), flag(srun, "ntasks-per-node"),
+                                   flag(srun, "gpus-per-node"))
+    assert (nodes, gpus) == (2, 8) and flag(sbatch, "gpus-per-node") == gpus
+    driven = {}
+    for node in range(nodes):
+        for local in range(tasks_per_node):
+            # What srun sets for each task of that step (one CUDA_VISIBLE_DEVICES per node).
+            task = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "gpu[01-02]",
+                    "SLURM_NTASKS": str(nodes * tasks_per_node),
+                    "SLURM_PROCID": str(node * tasks_per_node + local),
+                    "SLURM_LOCALID": str(local), "SLURM_NODEID": str(node),
+                    "SLURM_STEP_TASKS_PER_NODE": f"{tasks_per_node}(x{nodes})",
+                    "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus)))}
+            for device in _initialize_as_slurm_task(monkeypatch, task):
+                assert (node, device) not in driven, "two processes on one GPU"
+                driven[(node, device)] = local
+    assert sorted(driven) == [(n, g) for n in range(nodes) for g in range(gpus)]
+
+
+# -- single node and local multi-process ------------------------------------------------------
+def test_gpu_single_node(checkout):
+    cmds = commands(launch(checkout, "launch/gpu_single_node.sh", "--dry_run", "--gpus=0,1,2,3",
+                           "--config=configs/byol_augself.py", "--workdir=runs/byol", "--",
+                           "--config.seed=3", env=environment(PYTHON="py")).stdout)
     assert len(cmds) == 2
     for cmd, binary in zip(cmds, ("main.py", "evaluate.py"), strict=True):
         assert cmd[0] == "env" and "CUDA_VISIBLE_DEVICES=0,1,2,3" in cmd
         i = cmd.index("py")
-        assert cmd[i + 1:] == [binary, "--config=configs/byol_augself.py", "--workdir=/runs/b",
+        assert cmd[i + 1:] == [binary, "--config=configs/byol_augself.py", "--workdir=runs/byol",
                                "--config.seed=3"]
-    assert len(dry_run("gpu_single_node.sh", "--no_eval")) == 1
-
-
-def test_slurm_submits_then_runs_srun():
-    submit = dry_run("slurm_multinode.sh", "--nodes=4", "--gpus_per_node=8", "--partition=gpu")
-    assert len(submit) == 1 and submit[0][0] == "sbatch"
-    assert {"--nodes=4", "--gpus-per-node=8", "--ntasks-per-node=1", "--partition=gpu"} <= set(
-        submit[0])
-    assert submit[0][-5].endswith("slurm_multinode.sh")  # resubmits itself with its flags
-    assert submit[0][-4:] == ["--dry_run", "--nodes=4", "--gpus_per_node=8", "--partition=gpu"]
-    inside = dry_run("slurm_multinode.sh", "--nodes=4", "--workdir=/w",
-                     env={"SLURM_JOB_ID": "7", "PYTHON": "py"})
-    assert [c[0] for c in inside] == ["srun", "srun"]
-    for cmd, binary in zip(inside, ("main.py", "evaluate.py"), strict=True):
-        assert "--nodes=4" in cmd and "AUGSELF_DISTRIBUTED=1" in cmd
-        assert cmd[cmd.index("py") + 1:cmd.index("py") + 2] == [binary] and "--workdir=/w" in cmd
+    assert len(commands(launch(checkout, "launch/gpu_single_node.sh", "--dry_run",
+                               "--no_eval").stdout)) == 1
 
 
 @pytest.mark.parametrize("platform", ["cpu", "gpu"])
-def test_local_multiprocess(platform):
-    cmds = dry_run("local_multiprocess.sh", "--num_processes=3", "--port=5555",
-                   f"--platform={platform}", "--workdir=/tmp/w", "--", "--config.total_steps=4",
-                   env={"PYTHON": "py"})
-    assert cmds[0] == ["mkdir", "-p", "/tmp/w"]
+def test_local_multiprocess(checkout, platform):
+    cmds = commands(launch(checkout, "launch/local_multiprocess.sh", "--dry_run",
+                           "--num_processes=3", "--port=5555", f"--platform={platform}",
+                           "--workdir=runs/mp", "--", "--config.total_steps=4",
+                           env=environment(PYTHON="py")).stdout)
+    assert cmds[0] == ["mkdir", "-p", "runs/mp"]
     procs = cmds[1:]
     assert len(procs) == 3
     for i, cmd in enumerate(procs):
         tail = cmd[cmd.index("py") + 1:]
-        assert tail == ["main.py", "--config=configs/simclr_augself.py:shapes", "--workdir=/tmp/w",
-                        "--distributed", "--coordinator_address=localhost:5555",
-                        "--num_processes=3", f"--process_id={i}", "--config.total_steps=4"]
+        assert tail == ["main.py", "--config=configs/simclr_augself.py:shapes",
+                        "--workdir=runs/mp", "--distributed",
+                        "--coordinator_address=localhost:5555", "--num_processes=3",
+                        f"--process_id={i}", "--config.total_steps=4"]
         if platform == "cpu":
             assert "JAX_PLATFORMS=cpu" in cmd
         else:
