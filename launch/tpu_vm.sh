@@ -14,8 +14,8 @@
 # --spot asks for spot capacity through a queued resource, --queued for on-demand capacity
 # through one (waits in the queue instead of failing when the zone is full); delete and
 # every later call need the same flag. train and evaluate run detached on the workers (the
-# ssh session only waits: rerunning the step after a dropped connection waits for the same
-# run); each worker copies its log to WORKDIR/logs/. When the TPU is preempted during train
+# ssh session only waits: after a dropped connection it reattaches, and so does rerunning the
+# step); each worker copies its log to WORKDIR/logs/. When the TPU is preempted during train
 # or evaluate, it is recreated and reinstalled and the step rerun (main.py resumes from its
 # last checkpoint in WORKDIR), up to --max_restarts times. When the steps include delete and
 # this call created the TPU, a failure deletes it too.
@@ -168,11 +168,21 @@ FLAGS=(--config="${CONFIG}" --workdir="${WORKDIR}" --config.data.data_dir="${DAT
        "${OVERRIDES[@]+"${OVERRIDES[@]}"}")
 quoted_flags="$(printf ' %q' "${FLAGS[@]}")"
 
-# `remote_job JOB BINARY`, recreating a preempted TPU and rerunning up to MAX_RESTARTS times.
+# `remote_job JOB BINARY`: started detached on every worker, waited for. A failed ssh is either
+# the job's failure, a dropped connection (reattach: the workers report the job's own status)
+# or a preemption (recreate, reinstall and rerun, up to MAX_RESTARTS times).
 remote_job() {
-  local job="$1" binary="$2" restarts=0
-  until on_all_workers "bash augself_jax/launch/tpu_worker.sh run ${job} ${LOG_DIR} ${binary}${quoted_flags}"; do
-    preempted || { echo "error: ${job} failed on ${NAME} (logs: ${LOG_DIR})" >&2; return 1; }
+  local job="$1" binary="$2" restarts=0 attempt
+  local worker="bash augself_jax/launch/tpu_worker.sh"
+  until on_all_workers "${worker} run ${job} ${LOG_DIR} ${binary}${quoted_flags}"; do
+    if ! preempted; then
+      for attempt in 1 2 3; do
+        echo "${job}: ssh failed on a live ${NAME}; reattaching (${attempt} of 3)" >&2
+        on_all_workers "${worker} wait ${job}" && return 0
+        preempted && break
+      done
+      preempted || { echo "error: ${job} failed on ${NAME} (logs: ${LOG_DIR})" >&2; return 1; }
+    fi
     (( restarts < MAX_RESTARTS )) || { echo "error: ${NAME} preempted ${restarts} times" >&2; return 1; }
     restarts=$((restarts + 1))
     echo "${NAME} was preempted: recreating it (restart ${restarts} of ${MAX_RESTARTS})" >&2

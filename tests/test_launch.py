@@ -24,7 +24,7 @@ TPU_GENERATIONS = {"v4-32": ("tpu-ubuntu2204-base", "us-central2-b"),
                    "v6e-16": ("v2-alpha-tpuv6e", "us-east5-b")}
 
 # Records every call (one line each); `scp` lists the archive it ships; `ssh` fails while the
-# command matches FAKE_SSH_FAIL and fewer than FAKE_SSH_FAILURES failures were made;
+# command matches the regex FAKE_SSH_FAIL and fewer than FAKE_SSH_FAILURES failures were made;
 # `describe` answers FAKE_TPU_STATE (node) or FAKE_QUEUED_STATE (queued resource).
 FAKE_GCLOUD = r"""#!/usr/bin/env bash
 echo "$*" >> "${FAKE_LOG}"
@@ -32,7 +32,7 @@ case "$*" in
   *" scp "*)
     for a in "$@"; do if [[ -f "${a}" ]]; then tar -tzf "${a}" > "${FAKE_LOG}.shipped"; fi; done ;;
   *" ssh "*)
-    if [[ -n "${FAKE_SSH_FAIL:-}" && "$*" == *"${FAKE_SSH_FAIL}"* ]]; then
+    if [[ -n "${FAKE_SSH_FAIL:-}" && "$*" =~ ${FAKE_SSH_FAIL} ]]; then
       n=$(cat "${FAKE_LOG}.failures" 2>/dev/null || echo 0)
       if (( n < ${FAKE_SSH_FAILURES:-1} )); then
         echo $((n + 1)) > "${FAKE_LOG}.failures"; exit 1
@@ -189,8 +189,9 @@ def calls(log: Path) -> list[str]:
     for line in log.read_text().splitlines():
         words = line.split()
         name = " ".join(words[2:4]) if words[0] == "compute" else " ".join(words[:2])
-        if "tpu_worker.sh" in line:
-            name += " " + line.split("tpu_worker.sh ")[1].split()[0 if "install" in line else 1]
+        if "tpu_worker.sh" in line:  # install, run JOB or wait JOB
+            step = line.split("tpu_worker.sh ")[1].split()
+            name += " " + " ".join(step[:1] if step[0] == "install" else step[:2])
         out.append(name)
     return out
 
@@ -210,19 +211,31 @@ def test_tpu_vm_ships_the_whole_checkout(checkout, tmp_path, fake_gcloud, where)
 
 def test_tpu_vm_failed_training_fails_and_deletes_the_tpu_it_created(checkout, fake_gcloud):
     env, log = fake_gcloud
-    env.update(FAKE_SSH_FAIL="tpu_worker.sh run train", FAKE_SSH_FAILURES="9")
+    env.update(FAKE_SSH_FAIL="tpu_worker.sh (run|wait) train", FAKE_SSH_FAILURES="9")
     done = launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "all", env=env,
                   check=False)
     assert done.returncode == 1 and "train failed" in done.stderr
+    # The workers are asked (3 times) whether the job failed or only the connection did.
+    reattach = ["tpu-vm ssh wait train", "tpu-vm describe"] * 3
     assert calls(log) == ["tpu-vm create", "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh install",
-                          "tpu-vm ssh train", "tpu-vm describe", "tpu-vm delete"]
+                          "tpu-vm ssh run train", "tpu-vm describe", *reattach,
+                          "tpu-vm describe", "tpu-vm delete"]
     # Without delete among the steps, the TPU is left for a look at what went wrong.
     log.unlink()
     (log.parent / "gcloud.log.failures").unlink()
     done = launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "create", "train", env=env,
                   check=False)
     assert done.returncode == 1
-    assert calls(log) == ["tpu-vm create", "tpu-vm ssh train", "tpu-vm describe"]
+    assert calls(log) == ["tpu-vm create", "tpu-vm ssh run train", "tpu-vm describe",
+                          *reattach, "tpu-vm describe"]
+
+
+def test_tpu_vm_reattaches_after_a_dropped_connection(checkout, fake_gcloud):
+    env, log = fake_gcloud
+    env.update(FAKE_SSH_FAIL="tpu_worker.sh run train", FAKE_SSH_FAILURES="1")
+    launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "train", "evaluate", env=env)
+    assert calls(log) == ["tpu-vm ssh run train", "tpu-vm describe", "tpu-vm ssh wait train",
+                          "tpu-vm ssh run evaluate"]
 
 
 def test_tpu_vm_preempted_spot_tpu_is_recreated_and_training_rerun(checkout, fake_gcloud):
@@ -232,10 +245,10 @@ def test_tpu_vm_preempted_spot_tpu_is_recreated_and_training_rerun(checkout, fak
     launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "--spot", "all", env=env)
     install = ["tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh install"]
     create = ["queued-resources create", "queued-resources describe"]
-    assert calls(log) == [*create, *install, "tpu-vm ssh train",
+    assert calls(log) == [*create, *install, "tpu-vm ssh run train",
                           "queued-resources describe", "tpu-vm describe",
-                          "queued-resources delete", *create, *install, "tpu-vm ssh train",
-                          "tpu-vm ssh evaluate", "storage cp", "queued-resources delete"]
+                          "queued-resources delete", *create, *install, "tpu-vm ssh run train",
+                          "tpu-vm ssh run evaluate", "storage cp", "queued-resources delete"]
 
 
 def test_tpu_vm_gives_up_after_max_restarts(checkout, fake_gcloud):
@@ -246,8 +259,8 @@ def test_tpu_vm_gives_up_after_max_restarts(checkout, fake_gcloud):
                   env=env, check=False)
     assert done.returncode == 1 and "preempted 1 times" in done.stderr
     made = calls(log)
-    assert made.count("tpu-vm create") == 2 and made.count("tpu-vm ssh train") == 2
-    assert made[-1] == "tpu-vm delete" and "tpu-vm ssh evaluate" not in made
+    assert made.count("tpu-vm create") == 2 and made.count("tpu-vm ssh run train") == 2
+    assert made[-1] == "tpu-vm delete" and "tpu-vm ssh run evaluate" not in made
 
 
 # -- Cloud TPU: the worker side -------------------------------------------------------------
@@ -269,9 +282,9 @@ def test_tpu_worker_install_gets_python_311(checkout, tmp_path, system_python_ok
     jax_pin = [r for r in (REPO / "requirements.txt").read_text().split() if r.startswith("jax==")]
     venv = str(tmp_path / "venv")
     assert cmds == [
-        ["sudo", "apt-get", "update", "-q"],
-        ["sudo", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-         *packages],
+        ["sudo", "apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"],
+        ["sudo", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-o",
+         "DPkg::Lock::Timeout=600", "install", "-y", "-q", *packages],
         [python, "-m", "venv", venv],
         [f"{venv}/bin/pip", "install", "-q", "-U", "pip"],
         [f"{venv}/bin/pip", "install", "-q", "-r", "requirements.txt",
@@ -309,6 +322,12 @@ def test_tpu_worker_run_reports_status_and_uploads_log(checkout, worker, status)
     host = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
     assert (home / "gcloud.log").read_text().split() == [
         "storage", "cp", str(home / "train.log"), f"gs://b/runs/x/logs/train_{host}.log"]
+    # Reattaching to the finished run reports its status and starts nothing.
+    again = launch(checkout, "launch/tpu_worker.sh", "wait", "train", env=env, check=False)
+    assert again.returncode == status
+    assert (home / "starts").read_text().split() == ["started"]
+    never = launch(checkout, "launch/tpu_worker.sh", "wait", "evaluate", env=env, check=False)
+    assert never.returncode == 1
 
 
 def test_tpu_worker_run_outlives_its_ssh_session(checkout, worker):
