@@ -1,20 +1,24 @@
 """The papers' claim in miniature: plain vs +AugSelf vs +CASSLE on the built-in dataset.
 
-Pretrains every arm (SimCLR, BYOL, MoCo v2 each plain / +AugSelf / +CASSLE; supervised
-on the shape label plain / +AugSelf) for every seed and colour strength, with equal
-steps and equal batches, evaluates each backbone (linear probes on shape, hue, position
-and size; continuous probes: hue angle error in degrees, position R^2), and writes one
-table of mean and spread over seeds. An `untrained` row (the backbone as initialised) is
-the reference that shows what each objective kept or threw away:
+Pretrains every arm (by default SimCLR plain / +AugSelf / +CASSLE and supervised learning
+on the shape label plain / +AugSelf; `--arms=all` adds BYOL and MoCo v2 each plain /
++AugSelf / +CASSLE) for every seed and colour setting, with the `shapes` preset's recipe,
+equal steps and equal batches, evaluates each backbone (linear probes on shape, hue,
+position and size; continuous probes: hue angle error in degrees, position R^2), and
+writes two tables: mean and sample spread over seeds, and for each aware arm its
+difference from its plain counterpart, paired by seed, with a 95% t-interval. An
+`untrained` row (the backbone as initialised) is the reference that shows what each
+objective kept or threw away:
 
     python benchmarks/compare_aware.py --out=runs/compare            # the README table
-    python benchmarks/compare_aware.py --out=runs/compare_long --steps=5000 --batch_size=256 \
-        --workers=1 --eval_max_examples=0 --l2_num=45                  # on an accelerator
+    python benchmarks/compare_aware.py --out=runs/compare_gpu --arms=all --steps=3000 \
+        --batch_size=256 --width=64 --image_size=64 --workers=1 --eval_max_examples=0 \
+        --l2_num=45                                                    # on an accelerator
 
 Finished runs are reused (each run's results.json), so an interrupted sweep resumes.
-The defaults are sized for 90 minutes on a 2-core CPU: 80 steps of batch 128 per run,
-two worker processes, a 9-value L2 sweep on 5,000 images per split, and XLA's on-disk
-compilation cache so that each arm compiles once. The schedule length is `--steps`.
+The defaults are sized for 90 minutes on a 2-core CPU: the preset's 300 steps of batch 128
+per run, two worker processes, a 9-value L2 sweep on 5,000 images per split, and XLA's
+on-disk compilation cache so that each arm compiles once.
 """
 
 import functools
@@ -43,8 +47,22 @@ ARMS = {  # name: (method, variant)
     "supervised": ("supervised", "plain"),
     "supervised+augself": ("supervised", "augself"),
     # The reference point: the same backbone as initialised, never trained (the colour
-    # strength does not touch it). What an objective keeps or discards shows against it.
+    # setting does not touch it). What an objective keeps or discards shows against it.
     "untrained": ("simclr", "untrained"),
+}
+
+DEFAULT_ARMS = ("simclr", "simclr+augself", "simclr+cassle", "supervised", "supervised+augself",
+                "untrained")
+
+# Named colour settings: overrides of `config.aug`. `reference` is the reference's default
+# jitter (hue +-0.1 turn); at it colour stays a cue that two views share, so plain SimCLR
+# keeps hue. `hue_circle` draws the hue shift over the full circle (+-0.5 turn), which
+# makes colour useless for telling images apart: plain training then throws hue away,
+# and what AugSelf and CASSLE keep of it shows. `strong` is the reference's s = 2.
+COLOURS = {
+    "reference": {"color_strength": 1.0},
+    "hue_circle": {"hue": 0.5},
+    "strong": {"color_strength": 2.0},
 }
 
 # (column title, results.json dataset, metric)
@@ -59,13 +77,16 @@ COLUMNS = (
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Folder for every run's workdir and the table.", required=True)
-flags.DEFINE_list("arms", list(ARMS), f"Arms to run, from: {', '.join(ARMS)}.")
+flags.DEFINE_list("arms", list(DEFAULT_ARMS),
+                  f"Arms to run, from: {', '.join(ARMS)}; or 'all'.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Pretraining seeds.")
-flags.DEFINE_list("strengths", ["1", "2"], "Colour strengths s (1: reference default; 2: the "
-                  "reference's strong setting, hue +-0.2 and grayscale p = 0.4).")
-flags.DEFINE_integer("steps", 80, "Pretraining steps of every run (equal for all arms).")
-flags.DEFINE_integer("batch_size", 128, "Global batch of every run (equal for all arms).")
+flags.DEFINE_list("colours", ["reference", "hue_circle"],
+                  f"Colour settings, from: {', '.join(COLOURS)}.")
+flags.DEFINE_integer("steps", None, "Pretraining steps of every run (None: the preset's).")
+flags.DEFINE_integer("batch_size", None, "Global batch of every run (None: the preset's).")
 flags.DEFINE_integer("width", None, "Base width of the ResNet-18 backbone (None: the preset's).")
+flags.DEFINE_enum("image_size", None, ["32", "64"], "Built-in dataset at 32 or 64 px "
+                  "(None: the preset's 32).")
 flags.DEFINE_enum("stem", None, ["cifar", "imagenet"], "ResNet stem (None: the preset's, cifar). "
                   "The imagenet stem (stride-2 conv and max-pool) is about twice as fast at 32 px, "
                   "but in a 150-step trial kept far less hue (27% against 75%).")
@@ -78,18 +99,21 @@ flags.DEFINE_integer("l2_num", 9, "Values in the linear probe's L2 sweep (the pr
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (None: the TFDS default).")
 
 
-def arm_config(arm: str, seed: int, strength: float):
-    """The shapes-preset config of one run; arms differ only in method and variant."""
+def arm_config(arm: str, seed: int, colour: str):
+    """The shapes-preset config of one run: the preset's recipe for every arm; arms differ
+    only in method and variant."""
     method, variant = ARMS[arm]
     c = common.experiment("shapes", method, augself=variant == "augself",
                           cassle=variant == "cassle")
     c.seed = seed
-    c.aug.color_strength = strength
-    c.total_steps = FLAGS.steps
-    c.batch_size = FLAGS.batch_size
+    c.aug.update(COLOURS[colour])
+    c.total_steps = FLAGS.steps or c.total_steps
+    c.batch_size = FLAGS.batch_size or c.batch_size
     c.model.width = FLAGS.width or c.model.width
     c.model.stem = FLAGS.stem or c.model.stem
-    c.checkpoint_every = FLAGS.steps
+    if FLAGS.image_size == "64":
+        c.data.dataset, c.data.image_size = "shapes64", 64
+    c.checkpoint_every = c.total_steps
     c.knn_every = 0
     c.data.data_dir = FLAGS.data_dir
     c.eval.protocols = "linear,probe"
@@ -113,19 +137,19 @@ def save_untrained(config, workdir: str) -> None:
     ckpt.close()
 
 
-def run_one(arm: str, seed: int, strength: float) -> list[dict]:
+def run_one(arm: str, seed: int, colour: str) -> list[dict]:
     from augself_jax import checkpoints
     from augself_jax.evaluation import run as eval_run
     from augself_jax.train import loop
 
-    # `untrained` does not depend on the strength: one folder per seed serves them all.
-    strength_dir = () if arm == "untrained" else (f"s{strength:g}",)
-    workdir = os.path.join(FLAGS.out, *strength_dir, arm, f"seed{seed}")
+    # `untrained` does not depend on the colour: one folder per seed serves them all.
+    colour_dir = () if arm == "untrained" else (colour,)
+    workdir = os.path.join(FLAGS.out, *colour_dir, arm, f"seed{seed}")
     results = os.path.join(workdir, "eval", "results.json")
     if os.path.exists(results):
         with open(results) as f:
             return json.load(f)
-    config = arm_config(arm, seed, strength)
+    config = arm_config(arm, seed, colour)
     t0 = time.time()
     if arm == "untrained":
         if checkpoints.latest_step(workdir) is None:  # else an interrupted evaluation
@@ -134,17 +158,17 @@ def run_one(arm: str, seed: int, strength: float) -> list[dict]:
         loop.train_and_evaluate(config, workdir)
     t1 = time.time()
     records = eval_run.evaluate(config, workdir, log=lambda *_: None)
-    print(f"{arm:>20} s={strength:g} seed={seed}: train {t1 - t0:.0f}s, evaluation "
+    print(f"{arm:>20} {colour} seed={seed}: train {t1 - t0:.0f}s, evaluation "
           f"{time.time() - t1:.0f}s", flush=True)
     return records
 
 
-def run_grid(arms: list[str], strengths: list[float],
-             seeds: list[int]) -> list[tuple[str, float, int]]:
-    """Every (arm, strength, seed) to run, in table order; `untrained` once per seed, under
-    the first strength, since the colour strength plays no part in it."""
-    return [(arm, s, seed) for s in strengths for arm in arms for seed in seeds
-            if arm != "untrained" or s == strengths[0]]
+def run_grid(arms: list[str], colours: list[str],
+             seeds: list[int]) -> list[tuple[str, str, int]]:
+    """Every (arm, colour, seed) to run, in table order; `untrained` once per seed, under
+    the first colour setting, since colour plays no part in it."""
+    return [(arm, c, seed) for c in colours for arm in arms for seed in seeds
+            if arm != "untrained" or c == colours[0]]
 
 
 def value(records: list[dict], dataset: str, metric: str) -> float:
@@ -154,19 +178,52 @@ def value(records: list[dict], dataset: str, metric: str) -> float:
     raise KeyError(f"{dataset} {metric} not in results")
 
 
-def table(runs: dict[tuple[str, float], list[list[dict]]]) -> str:
+def table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
+    """Mean ± sample standard deviation over seeds, one row per (arm, colour)."""
     import numpy as np
 
-    head = "| colour s | arm | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    head = "| colour | arm | " + " | ".join(c[0] for c in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
-    for (arm, strength), per_seed in runs.items():
+    for (arm, colour), per_seed in runs.items():
         cells = []
         for _, dataset, metric in COLUMNS:
             v = np.array([value(r, dataset, metric) for r in per_seed])
             spread = v.std(ddof=1) if len(v) > 1 else 0.0  # the sample standard deviation
             cells.append(f"{v.mean():.1f} ± {spread:.1f}")
-        colour = "any" if arm == "untrained" else f"{strength:g}"
-        lines.append(f"| {colour} | {arm} | " + " | ".join(cells) + " |")
+        lines.append(f"| {'any' if arm == 'untrained' else colour} | {arm} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_interval(diffs) -> tuple[float, float, float]:
+    """Mean of per-seed differences and its 95% Student-t interval (mean, low, high)."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(diffs, np.float64)
+    if len(d) < 2:
+        return float(d.mean()), float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def differences_table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
+    """Each aware arm minus its plain counterpart, paired by seed (every arm's runs come in
+    the same seed order): mean [95% interval]."""
+    head = "| colour | difference | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for (arm, colour), per_seed in runs.items():
+        method, variant = ARMS[arm]
+        plain = next((a for a, (m, v) in ARMS.items() if m == method and v == "plain"), None)
+        if variant not in ("augself", "cassle") or (plain, colour) not in runs:
+            continue
+        cells = []
+        for _, dataset, metric in COLUMNS:
+            diffs = [value(a, dataset, metric) - value(b, dataset, metric)
+                     for a, b in zip(per_seed, runs[(plain, colour)], strict=True)]
+            mean, low, high = paired_interval(diffs)
+            cells.append(f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]")
+        lines.append(f"| {colour} | {arm} − {plain} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -192,39 +249,46 @@ def main(argv) -> None:
 
     app_lib.hide_accelerators_from_tensorflow()
     app_lib.quiet_library_logs()
-    unknown = sorted(set(FLAGS.arms) - set(ARMS))
-    if unknown:
-        raise app.UsageError(f"--arms: unknown {', '.join(unknown)}; allowed: {', '.join(ARMS)}")
+    arms = list(ARMS) if FLAGS.arms == ["all"] else FLAGS.arms
+    for flag, given, allowed in (("arms", arms, ARMS), ("colours", FLAGS.colours, COLOURS)):
+        unknown = sorted(set(given) - set(allowed))
+        if unknown:
+            raise app.UsageError(f"--{flag}: unknown {', '.join(unknown)}; "
+                                 f"allowed: {', '.join(allowed)}")
     if FLAGS.workers < 1:
         raise app.UsageError(f"--workers: {FLAGS.workers}; allowed: 1 or more")
+    FLAGS.out = app_lib.absolute_workdir(FLAGS.out)  # Orbax needs absolute paths
     os.makedirs(FLAGS.out, exist_ok=True)
     import jax
 
-    # Runs of one arm differ only in seed and colour strength, which are data, not program:
-    # with XLA's on-disk cache every arm's train step and every probe compile once.
+    # Runs of one arm differ only in seed and colour, which are data, not program: with
+    # XLA's on-disk cache every arm's train step and every probe compile once.
     jax.config.update("jax_compilation_cache_dir", os.path.join(FLAGS.out, "xla_cache"))
-    grid = run_grid(FLAGS.arms, [float(s) for s in FLAGS.strengths],
-                    [int(seed) for seed in FLAGS.seeds])
-    if FLAGS.worker is not None:  # a child: train its share, the parent writes the table
-        for arm, strength, seed in grid[FLAGS.worker::FLAGS.workers]:
-            run_one(arm, seed, strength)
+    grid = run_grid(arms, FLAGS.colours, [int(seed) for seed in FLAGS.seeds])
+    if FLAGS.worker is not None:  # a child: train its share, the parent writes the tables
+        for arm, colour, seed in grid[FLAGS.worker::FLAGS.workers]:
+            run_one(arm, seed, colour)
         return
     t0 = time.time()
     if FLAGS.workers > 1:
         spawn_workers()
     runs = {}
-    for arm, strength, seed in grid:
-        runs.setdefault((arm, strength), []).append(run_one(arm, seed, strength))
-    model = arm_config(FLAGS.arms[0], 0, 1.0).model
-    text = (f"{FLAGS.steps} steps of batch {FLAGS.batch_size}, ResNet-18 width {model.width} "
-            f"({model.stem} stem), "
-            f"seeds {','.join(FLAGS.seeds)}; mean ± std over seeds; linear probes top-1 %, "
-            f"hue error in degrees (lower is better), position R² in %.\n\n" + table(runs))
+    for arm, colour, seed in grid:
+        runs.setdefault((arm, colour), []).append(run_one(arm, seed, colour))
+    c = arm_config(arms[0], 0, FLAGS.colours[0])
+    text = (f"{c.total_steps} steps of batch {c.batch_size}, {c.data.image_size} px, "
+            f"{c.model.backbone} width {c.model.width} ({c.model.stem} stem), "
+            f"{c.optimizer.name} base_lr {c.optimizer.base_lr:g}, warm-up "
+            f"{c.optimizer.warmup_epochs:g} epochs; seeds {','.join(FLAGS.seeds)}; linear "
+            f"probes top-1 %, hue error in degrees (lower is better), position R² in %.\n\n"
+            f"Mean ± sample standard deviation over seeds:\n\n{table(runs)}\n\n"
+            f"Aware arm minus its plain counterpart, paired by seed, mean [95% t-interval]:"
+            f"\n\n{differences_table(runs)}")
     with open(os.path.join(FLAGS.out, "comparison.md"), "w") as f:
         f.write(text + "\n")
     print(text)
-    print(f"\n{len(runs) * len(FLAGS.seeds)} runs in {(time.time() - t0) / 60:.1f} min; "
-          f"table in {os.path.join(FLAGS.out, 'comparison.md')}")
+    print(f"\n{len(grid)} runs in {(time.time() - t0) / 60:.1f} min; "
+          f"tables in {os.path.join(FLAGS.out, 'comparison.md')}")
 
 
 if __name__ == "__main__":

@@ -19,28 +19,65 @@ def _records(shape: float, hue_err: float) -> list[dict]:
     return [{"dataset": d, "metric": m, "value": v} for (d, m), v in values.items()]
 
 
-def test_grid_covers_every_arm_strength_and_seed_once():
-    grid = compare_aware.run_grid(["simclr", "simclr+augself"], [1.0, 2.0], [0, 1, 2])
+def test_grid_covers_every_arm_colour_and_seed_once():
+    grid = compare_aware.run_grid(["simclr", "simclr+augself"], ["reference", "hue_circle"],
+                                  [0, 1, 2])
     assert len(grid) == 2 * 2 * 3 == len(set(grid))
-    assert grid[0] == ("simclr", 1.0, 0) and grid[-1] == ("simclr+augself", 2.0, 2)
+    assert grid[0] == ("simclr", "reference", 0)
+    assert grid[-1] == ("simclr+augself", "hue_circle", 2)
 
 
-def test_untrained_runs_once_per_seed_whatever_the_strengths():
-    grid = compare_aware.run_grid(["untrained", "byol"], [1.0, 2.0], [0, 1])
-    assert [g for g in grid if g[0] == "untrained"] == [("untrained", 1.0, 0),
-                                                       ("untrained", 1.0, 1)]
+def test_untrained_runs_once_per_seed_whatever_the_colours():
+    grid = compare_aware.run_grid(["untrained", "byol"], ["reference", "strong"], [0, 1])
+    assert [g for g in grid if g[0] == "untrained"] == [("untrained", "reference", 0),
+                                                       ("untrained", "reference", 1)]
     assert sum(g[0] == "byol" for g in grid) == 4
 
 
 def test_table_reports_mean_and_sample_spread_over_seeds():
     # Shape 30, 33, 36: mean 33, sample std 3; hue error 10, 20, 30: mean 20, sample std 10.
-    runs = {("simclr", 2.0): [_records(30, 10), _records(33, 20), _records(36, 30)],
-            ("untrained", 1.0): [_records(25, 50)]}
+    runs = {("simclr", "strong"): [_records(30, 10), _records(33, 20), _records(36, 30)],
+            ("untrained", "reference"): [_records(25, 50)]}
     lines = compare_aware.table(runs).splitlines()
-    assert lines[0].startswith("| colour s | arm | shape % | hue % |")
-    assert lines[2] == ("| 2 | simclr | 33.0 ± 3.0 | 50.0 ± 0.0 | 20.0 ± 0.0 | 40.0 ± 0.0 | "
-                        "20.0 ± 10.0 | 10.0 ± 0.0 |")
+    assert lines[0].startswith("| colour | arm | shape % | hue % |")
+    assert lines[2] == ("| strong | simclr | 33.0 ± 3.0 | 50.0 ± 0.0 | 20.0 ± 0.0 | "
+                        "40.0 ± 0.0 | 20.0 ± 10.0 | 10.0 ± 0.0 |")
     assert lines[3].startswith("| any | untrained | 25.0 ± 0.0 |")
+
+
+def test_differences_are_paired_by_seed_with_a_t_interval():
+    # Per-seed shape differences (aware - plain): 2, 4, 6 -> mean 4, sample sd 2, 95% half
+    # width t(0.975, 2) * 2 / sqrt(3) = 4.303 * 1.1547 = 4.968. Unpaired, the arms' spreads
+    # (sd 15 each) would swamp it: the pairing is what the interval must use.
+    plain = [_records(30, 10), _records(60, 10), _records(45, 10)]
+    aware = [_records(32, 11), _records(64, 12), _records(51, 13)]
+    runs = {("simclr", "hue_circle"): plain, ("simclr+augself", "hue_circle"): aware,
+            ("untrained", "hue_circle"): [_records(25, 50)] * 3}
+    lines = compare_aware.differences_table(runs).splitlines()
+    assert len(lines) == 3  # header, rule, one aware arm; plain and untrained have no row
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:2] == ["hue_circle", "simclr+augself − simclr"]
+    assert cells[2] == "+4.0 [-1.0, +9.0]"
+    # Hue error differences 1, 2, 3: mean 2, sd 1, half width 4.303 / sqrt(3) = 2.484.
+    assert cells[6] == "+2.0 [-0.5, +4.5]"
+
+
+def test_arm_config_uses_one_recipe_for_every_arm(tmp_path):
+    compare_aware.FLAGS(["compare_aware.py", f"--out={tmp_path}"])  # the defaults
+    try:
+        _check_arm_configs()
+    finally:
+        compare_aware.FLAGS.unparse_flags()
+
+
+def _check_arm_configs():
+    plain = compare_aware.arm_config("simclr", 1, "hue_circle")
+    aware = compare_aware.arm_config("supervised+augself", 1, "hue_circle")
+    assert plain.optimizer.to_dict() == aware.optimizer.to_dict()
+    assert (plain.total_steps, plain.batch_size) == (aware.total_steps, aware.batch_size)
+    assert plain.aug.hue == 0.5 and plain.aug.color_strength == 1.0
+    assert plain.seed == 1 and aware.augself.crop > 0 and plain.augself.crop == 0
+    assert compare_aware.arm_config("simclr", 0, "strong").aug.color_strength == 2.0
 
 
 def test_every_arm_maps_to_a_known_method_and_variant():
