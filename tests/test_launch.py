@@ -5,6 +5,7 @@ the Cloud TPU flow also runs for real against a fake `gcloud` that records its c
 batch step runs from a spool-like copy of the script, as SLURM itself runs it."""
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -92,9 +93,19 @@ def user_error(done: subprocess.CompletedProcess, *words: str) -> None:
         assert word in lines[0]
 
 
+def readme_arguments(script: str) -> list[str]:
+    """The arguments of the README's worked example for launch/<script>."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Scale"):text.index("## Transfer evaluation")]
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == f"launch/{script}":
+                return words[1:]
+    raise AssertionError(f"no launch/{script} example in the README's scale section")
+
+
 # -- Cloud TPU: dry runs ----------------------------------------------------------------------
-README_TPU = ("--name=simclr-in100", "--bucket=gs://my-bucket", "--accelerator=v4-32",
-              "--config=configs/simclr_augself.py:imagenet100", "--spot")
 
 
 @pytest.mark.parametrize("where", ["root", "launch", "outside"])
@@ -102,7 +113,9 @@ def test_tpu_vm_readme_dry_run(checkout, tmp_path, where):
     cwd, script = {"root": (checkout, "launch/tpu_vm.sh"),
                    "launch": (checkout / "launch", "tpu_vm.sh"),
                    "outside": (tmp_path, str(checkout / "launch/tpu_vm.sh"))}[where]
-    cmds = commands(launch(cwd, script, "--dry_run", *README_TPU, "all").stdout)
+    args = readme_arguments("tpu_vm.sh")
+    assert args[-1] == "all"
+    cmds = commands(launch(cwd, script, "--dry_run", *args).stdout)
     gcloud = [c for c in cmds if c[0] == "gcloud"]
     create, describe = gcloud[0], gcloud[1]
     assert create[:6] == ["gcloud", "compute", "tpus", "queued-resources", "create",
@@ -354,12 +367,9 @@ def test_tpu_worker_run_outlives_its_ssh_session(checkout, worker):
 
 
 # -- SLURM --------------------------------------------------------------------------------
-README_SLURM = ("--nodes=2", "--gpus_per_node=8", "--partition=gpu", "--workdir=runs/slurm")
-
-
 def submit(checkout: Path, cwd: Path, script: str) -> list[str]:
-    (sbatch,) = commands(launch(cwd, script, "--dry_run", *README_SLURM, "--",
-                                "--config.seed=1").stdout)
+    (sbatch,) = commands(launch(cwd, script, "--dry_run", *readme_arguments("slurm_multinode.sh"),
+                                "--", "--config.seed=1").stdout)
     return sbatch
 
 
