@@ -106,6 +106,7 @@ create_tpu() {
     [[ "${CAPACITY}" == "spot" ]] && tier=(--spot)
     run "${QUEUED[@]}" create "${NAME}" "${WHERE[@]}" --node-id="${NAME}" \
       --accelerator-type="${ACCELERATOR}" --runtime-version="${VERSION}" "${tier[@]+"${tier[@]}"}"
+    CREATED=1  # a request that then fails is ours to delete too (its name stays taken)
     wait_until_active
   fi
   CREATED=1
@@ -118,8 +119,8 @@ queued_state() {
 wait_until_active() {
   local state
   while true; do
-    state="$(queued_state)"
-    [[ "${DRY_RUN}" == "1" ]] && { echo "${state}"; return; }
+    state="$(queued_state)" || state=""  # a failed describe: ask again
+    [[ "${DRY_RUN}" == "1" ]] && { echo "${state}"; return 0; }
     case "${state}" in
       ACTIVE) return 0 ;;
       FAILED|SUSPENDED) die "queued resource ${NAME} is ${state}" ;;

@@ -264,6 +264,16 @@ def test_tpu_vm_preempted_spot_tpu_is_recreated_and_training_rerun(checkout, fak
                           "tpu-vm ssh run evaluate", "storage cp", "queued-resources delete"]
 
 
+def test_tpu_vm_failed_queued_request_is_deleted(checkout, fake_gcloud):
+    env, log = fake_gcloud
+    env.update(FAKE_QUEUED_STATE="FAILED")
+    done = launch(checkout, "launch/tpu_vm.sh", "--bucket=gs://b", "--spot", "all", env=env,
+                  check=False)
+    assert done.returncode == 2 and "error: queued resource augself is FAILED" in done.stderr
+    assert calls(log) == ["queued-resources create", "queued-resources describe",
+                          "queued-resources delete"]
+
+
 def test_tpu_vm_gives_up_after_max_restarts(checkout, fake_gcloud):
     env, log = fake_gcloud
     env.update(FAKE_SSH_FAIL="tpu_worker.sh run train", FAKE_SSH_FAILURES="9",
