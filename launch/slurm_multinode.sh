@@ -21,7 +21,9 @@ for arg in "$@"; do
   [[ "${arg}" == --checkout=* ]] && CHECKOUT="${arg#*=}"
 done
 if [[ -z "${CHECKOUT}" ]]; then
-  for candidate in "$(dirname "$0")/.." ${SLURM_SUBMIT_DIR:+"${SLURM_SUBMIT_DIR}" "${SLURM_SUBMIT_DIR}/.."}; do
+  candidates=("$(dirname "$0")/..")
+  [[ -n "${SLURM_SUBMIT_DIR:-}" ]] && candidates+=("${SLURM_SUBMIT_DIR}" "${SLURM_SUBMIT_DIR}/..")
+  for candidate in "${candidates[@]}"; do
     if [[ -f "${candidate}/launch/common.sh" ]]; then CHECKOUT="${candidate}"; break; fi
   done
 fi
@@ -63,7 +65,8 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 [[ "${NODES}" =~ ^[1-9][0-9]*$ ]] || die "--nodes=${NODES}; expected a positive count"
-[[ "${GPUS_PER_NODE}" =~ ^[1-9][0-9]*$ ]] || die "--gpus_per_node=${GPUS_PER_NODE}; expected a positive count"
+[[ "${GPUS_PER_NODE}" =~ ^[1-9][0-9]*$ ]] \
+  || die "--gpus_per_node=${GPUS_PER_NODE}; expected a positive count"
 
 if [[ -z "${SLURM_JOB_ID:-}" ]]; then
   # --exclusive --mem=0: the whole node, so that its one task gets every CPU for tf.data.

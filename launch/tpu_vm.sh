@@ -61,7 +61,8 @@ for arg in "$@"; do
     *) die "unknown argument ${arg}" ;;
   esac
 done
-[[ ${#STEPS[@]} -gt 0 ]] || die "no step given; allowed: create install train evaluate copy_logs delete all"
+[[ ${#STEPS[@]} -gt 0 ]] \
+  || die "no step given; allowed: create install train evaluate copy_logs delete all"
 [[ "${MAX_RESTARTS}" =~ ^[0-9]+$ ]] || die "--max_restarts=${MAX_RESTARTS}; expected a count"
 
 # Runtime and a zone offering it, per TPU generation (Cloud TPU docs: runtime versions,
@@ -81,7 +82,8 @@ if [[ -z "${WORKDIR}" ]]; then
   [[ -n "${BUCKET}" ]] || die "--bucket (or --workdir) is required: workers share the workdir"
   WORKDIR="${BUCKET%/}/runs/${NAME}"
 fi
-[[ "${WORKDIR}" == gs://* ]] || die "--workdir=${WORKDIR}; expected gs://...: every worker writes it and it must outlive the VM"
+[[ "${WORKDIR}" == gs://* ]] \
+  || die "--workdir=${WORKDIR}; expected gs://...: every worker writes it and it must outlive the VM"
 BUCKET="${BUCKET:-gs://$(cut -d/ -f3 <<< "${WORKDIR}")}"
 # TFDS reads the datasets from here on every worker (nothing is prepared on a fresh VM).
 DATA_DIR="${DATA_DIR:-${BUCKET%/}/tensorflow_datasets}"
@@ -124,7 +126,8 @@ wait_until_active() {
     case "${state}" in
       ACTIVE) return 0 ;;
       FAILED|SUSPENDED) die "queued resource ${NAME} is ${state}" ;;
-      *) echo "queued resource ${NAME}: ${state:-unknown}; waiting" >&2; sleep "${AUGSELF_POLL_S:-60}" ;;
+      *) echo "queued resource ${NAME}: ${state:-unknown}; waiting" >&2
+         sleep "${AUGSELF_POLL_S:-60}" ;;
     esac
   done
 }
@@ -184,7 +187,10 @@ remote_job() {
       done
       preempted || { echo "error: ${job} failed on ${NAME} (logs: ${LOG_DIR})" >&2; return 1; }
     fi
-    (( restarts < MAX_RESTARTS )) || { echo "error: ${NAME} preempted ${restarts} times" >&2; return 1; }
+    if (( restarts >= MAX_RESTARTS )); then
+      echo "error: ${NAME} preempted ${restarts} times" >&2
+      return 1
+    fi
     restarts=$((restarts + 1))
     echo "${NAME} was preempted: recreating it (restart ${restarts} of ${MAX_RESTARTS})" >&2
     delete_tpu

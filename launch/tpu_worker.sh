@@ -36,7 +36,8 @@ venv_python() {
 install() {
   local python packages jax_version
   python="$(venv_python)"
-  if [[ "${python}" == "python3" ]]; then packages=(python3-venv); else packages=("${python}" "${python}-venv"); fi
+  packages=("${python}-venv")
+  [[ "${python}" == "python3" ]] || packages=("${python}" "${python}-venv")
   jax_version="$(sed -n 's/^jax==//p' requirements.txt)"
   [[ -n "${jax_version}" ]] || die "requirements.txt pins no jax version"
   # The lock timeout: at boot, unattended upgrades hold the package lock for minutes.
