@@ -366,13 +366,16 @@ def test_tpu_worker_run_outlives_its_ssh_session(checkout, worker):
     first.wait(timeout=10)
     assert int(log.read_text().split()[1]) != first.pid  # the job runs in a session of its own
     os.kill(int((home / "train.pid").read_text()), 0)  # and is still running
-    second = subprocess.Popen(["bash", *WORKER_RUN], cwd=checkout, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(0.3)
-    (home / "RELEASE").write_text("0")
-    out, _ = second.communicate(timeout=20)
-    assert second.returncode == 0, out
-    assert "already running" in out
+    out = home / "second.out"
+    with open(out, "w") as sink:
+        second = subprocess.Popen(["bash", *WORKER_RUN], cwd=checkout, env=env,
+                                  stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while "already running" not in out.read_text() and time.time() < deadline:
+            time.sleep(0.05)
+        (home / "RELEASE").write_text("0")  # only now may the job end
+        assert second.wait(timeout=20) == 0, out.read_text()
+    assert "already running" in out.read_text()
     assert (home / "starts").read_text().split() == ["started"]  # one run, attached twice
 
 
