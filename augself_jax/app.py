@@ -4,19 +4,24 @@ Flags --config (an ml_collections config file, `file.py:preset`, any field overr
 `--config.optimizer.base_lr=0.05`) and --workdir; TensorFlow kept off the accelerators;
 `jax.distributed.initialize` when asked (--distributed, or AUGSELF_DISTRIBUTED=1; on Cloud
 TPU and SLURM the coordinator is found automatically, elsewhere pass --coordinator_address,
---num_processes, --process_id); the config validated before anything is compiled or
-written (one line, exit status 2); the resolved config saved in the workdir.
+--num_processes, --process_id); the config and the workdir checked before anything is
+compiled or written. Every error a user can cause (a bad flag, config field, workdir,
+dataset or checkpoint: augself_jax.errors.UserError) is one line on stderr with exit
+status 2 (1 for a diverged run); --verbose adds the traceback. Ctrl-C outside the train
+loop's step boundary is one line, exit status 130.
 """
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from augself_jax.errors import ConfigError
+from augself_jax.errors import UserError
+from augself_jax.workdir import check_workdir, write_resolved_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/simclr_augself.py:shapes.",
@@ -28,8 +33,11 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 (auto-detected on TPU and SLURM).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_VERBOSE = flags.DEFINE_bool("verbose", False,
+                             "Print the traceback of a user error too, not just its line.")
 
 CONFIG_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130  # the shell's code for a process ended by Ctrl-C
 
 
 # TensorFlow's C++ start-up banners (oneDNN, CPU features) would bury the progress lines;
@@ -100,39 +108,72 @@ def absolute_workdir(workdir: str) -> str:
     return os.path.abspath(workdir)
 
 
-def write_resolved_config(config: ml_collections.ConfigDict, workdir: str,
-                          filename: str) -> str:
-    """The config as run (after command-line overrides), for the record; process 0 only."""
-    import jax
+def _verbose_requested(argv: list[str]) -> bool:
+    return any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv)
 
-    path = os.path.join(workdir, filename)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-    return path
+
+def _flag_error_line(error: Exception, argv: list[str]) -> str:
+    """One line for a flag that cannot be parsed or a config that cannot be loaded or
+    overridden; absl and ml_collections nest the cause in a multi-line message."""
+    if isinstance(error, (AttributeError, KeyError)):
+        # ml_collections raises these for an override of a field the config lacks.
+        name = str(error).strip("\"'")
+        given = [a.split("=")[0].lstrip("-") for a in argv if a.startswith("--config.")]
+        field = next((g for g in given if g.split(".")[-1] == name), f"config.{name}")
+        return (f"{field}: no such field (every field and its default is in configs/common.py; "
+                "check the spelling and the section)")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    causes = [line.split(": ", 1)[1] for line in lines
+              if line.split(": ", 1)[0].endswith(("Error", "Exception")) and ": " in line]
+    return causes[-1] if causes else (lines[0] if lines else type(error).__name__)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag, config file, preset or override reported as
+    one line (exit status 2) instead of a traceback and the usage text."""
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:
+        if _verbose_requested(argv):
+            traceback.print_exc()
+        print(f"config error: {_flag_error_line(e, argv)}", file=sys.stderr, flush=True)
+        sys.exit(CONFIG_ERROR_EXIT)
 
 
 def run(main: Callable[[ml_collections.ConfigDict, str], None], *,
-        resolved_config_name: str = "config.json") -> None:
-    """absl.app.run with the shared start-up, then `main(config, workdir)`."""
+        resolved_config_name: str | None = None, workdir_must_exist: bool = False) -> None:
+    """absl.app.run with the shared start-up, then `main(config, workdir)`.
+
+    `resolved_config_name`: written into the workdir before `main` (evaluate.py); None
+    when `main` writes its own once it knows the run can go on (the trainer writes
+    config.json only after its checkpoint restored). `workdir_must_exist`: the workdir is
+    an earlier run's (evaluate.py), so a missing one is a typo, not a new run.
+    """
     flags.mark_flags_as_required(["config", "workdir"])
 
     def _main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         quiet_library_logs()
-        hide_accelerators_from_tensorflow()
-        maybe_initialize_distributed(distributed_requested(_DISTRIBUTED.value), _COORDINATOR.value,
-                                     _NUM_PROCESSES.value, _PROCESS_ID.value)
-        config, workdir = _CONFIG.value, absolute_workdir(_WORKDIR.value)
         try:
+            hide_accelerators_from_tensorflow()
+            maybe_initialize_distributed(distributed_requested(_DISTRIBUTED.value),
+                                         _COORDINATOR.value, _NUM_PROCESSES.value,
+                                         _PROCESS_ID.value)
+            config, workdir = _CONFIG.value, absolute_workdir(_WORKDIR.value)
             validate_config(config)
-        except ConfigError as e:
-            print(f"config error: {e}", file=sys.stderr, flush=True)
-            sys.exit(CONFIG_ERROR_EXIT)
-        write_resolved_config(config, workdir, resolved_config_name)
-        main(config, workdir)
+            check_workdir(workdir, must_exist=workdir_must_exist)
+            if resolved_config_name is not None:
+                write_resolved_config(config, workdir, resolved_config_name)
+            main(config, workdir)
+        except UserError as e:
+            if _VERBOSE.value:
+                traceback.print_exc()
+            print(f"{e.label}: {e}", file=sys.stderr, flush=True)
+            sys.exit(e.exit_status)
+        except KeyboardInterrupt:
+            print("interrupted (Ctrl-C); rerun the same command to resume from the last "
+                  "checkpoint", file=sys.stderr, flush=True)
+            sys.exit(INTERRUPTED_EXIT)
 
-    app.run(_main)
-
+    app.run(_main, flags_parser=_parse_flags)

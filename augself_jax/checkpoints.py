@@ -4,13 +4,22 @@ Layout: `WORKDIR/checkpoints/<step>/state` holds one nested dict of arrays
   step, params/<module path>, rest/<module path> (batch statistics, momentum
   targets, the MoCo queue), opt_state/<optax state path>
 and `WORKDIR/checkpoints/<step>/meta` a JSON record (step, data_position, the
-model section). Orbax writes each step to a temporary directory and renames it
-only when complete, so a save cut short by a crash never replaces the last good
-checkpoint; leftovers are removed on the next start.
+model section, the resume contract). Orbax writes each step to a temporary directory
+and renames it only when complete, so a save cut short by a crash never replaces the
+last good checkpoint; leftovers are removed on the next start. A step that cannot be
+restored is moved, never deleted, to `WORKDIR/unreadable_checkpoints/<step>`.
+
+Every failure a user can meet here (an unreadable step, a failed save, a checkpoint
+that does not fit the config, non-finite values) is a one-line ConfigError or
+CheckpointError naming the path and the cause.
 
 This module sits below both `train/` and `evaluation/`: it never imports the trainer.
 """
 
+import errno
+import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -20,9 +29,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from augself_jax.errors import ConfigError
+from augself_jax.errors import CheckpointError, ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"
+UNREADABLE_SUBDIR = "unreadable_checkpoints"
+_META_FILE = "metadata"  # where Orbax's JSON handler keeps the `meta` item of a step
 _ITEMS = ("state", "meta")
 
 
@@ -106,20 +117,101 @@ def _manager(workdir: str | epath.Path, *, keep: int | None = None,
                                  item_handlers=handlers)
 
 
+def failure_cause(error: BaseException) -> str:
+    """The root cause of a failed read or write, short: an OSError's strerror (e.g. `No space
+    left on device`) when one is in the exception chain, else the innermost message's first
+    line. Orbax and TensorStore wrap the OS error in their own exceptions."""
+    seen, chain, node = set(), [], error
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        chain.append(node)
+        node = node.__cause__ or node.__context__
+    for e in chain:
+        if isinstance(e, OSError) and e.errno is not None:
+            return f"{e.strerror or errno.errorcode.get(e.errno, e.errno)}" + (
+                f" ({e.filename})" if e.filename else "")
+    for e in chain:
+        text = str(e)
+        for marker in ("No space left on device", "Read-only file system", "Permission denied",
+                       "Disk quota exceeded"):
+            if marker in text:
+                return marker
+    text = str(chain[-1]).strip().splitlines()
+    first = text[0] if text else type(chain[-1]).__name__
+    return f"{type(chain[-1]).__name__}: {first[:300]}"
+
+
 class TrainCheckpointer:
-    """Asynchronous saves of the whole train state, keeping the last `keep`."""
+    """Asynchronous saves of the whole train state, keeping the last `keep`.
+
+    A background save that fails is reported by the next call to `check_for_errors`,
+    `save`, `wait` or `close` as one CheckpointError naming the step's path and the cause;
+    the earlier checkpoints stay (Orbax prunes old steps only after a save commits)."""
 
     def __init__(self, workdir: str | epath.Path, *, keep: int, async_save: bool = True):
+        self._dir = checkpoint_dir(workdir)
         self._manager = _manager(workdir, keep=keep, async_save=async_save)
+        self._pending_step: int | None = None  # the save that may still be in flight
+        self._last_committed: int | None = self._manager.latest_step()
+        self._closed = False
+
+    @property
+    def directory(self) -> epath.Path:
+        return self._dir
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def last_good_step(self) -> int | None:
+        """The newest step known to be complete on disk (a pending save is not counted)."""
+        return self._last_committed
+
+    def _save_failed(self, step: int | None, error: BaseException) -> CheckpointError:
+        where = self._dir / str(step) if step is not None else self._dir
+        last = (f"step {self._last_committed} in {self._dir}" if self._last_committed is not None
+                else "none")
+        return CheckpointError(f"could not save step {step} to {where}: {failure_cause(error)}; "
+                               f"stopped. The last good checkpoint is {last}")
+
+    def _settled(self, call: Callable[[], None]) -> None:
+        """Runs `call` (which may surface the pending save's failure) and, if it returns,
+        records the pending save as committed."""
+        try:
+            call()
+        except Exception as e:
+            step, self._pending_step = self._pending_step, None
+            raise self._save_failed(step, e) from e
+
+    def check_for_errors(self) -> None:
+        """Raises CheckpointError now if the pending background save has failed."""
+        self._settled(self._manager.check_for_errors)
+        if self._pending_step is not None and not self._manager.is_saving_in_progress():
+            self._settled(self._manager.wait_until_finished)
+            self._last_committed, self._pending_step = self._pending_step, None
+
     def save(self, step: int, state: Any, meta: dict) -> None:
-        """Starts a save; returns once the arrays are copied off the device (donation-safe)."""
-        self._manager.save(step, args=ocp.args.Composite(
+        """Starts a save; returns once the arrays are copied off the device (donation-safe).
+        Waits for the previous save first, so its failure surfaces here at the latest."""
+        self.wait()
+        self._pending_step = step
+        self._settled(lambda: self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(to_nested(state)), meta=ocp.args.JsonSave(meta)),
-            force=True)
+            force=True))
+
+    def read_meta(self, step: int) -> dict:
+        """The JSON record of `step` alone (cheap: no array is read). Read as a file rather
+        than through Orbax, whose JSON handler hides which file is bad and why."""
+        path = self._dir / str(step) / "meta" / _META_FILE
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: {e.strerror if isinstance(e, OSError) else e}") from e
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: a JSON {type(meta).__name__}, not an object")
+        return meta
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """The state at `step`, placed with the shardings of `abstract_state`'s leaves
@@ -129,12 +221,135 @@ class TrainCheckpointer:
             meta=ocp.args.JsonRestore()))
         return from_nested(restored["state"], abstract_state), dict(restored["meta"])
 
+    def restore_newest_good(self, abstract_state: Any, check_meta: Callable[[int, dict], None],
+                            report: Callable[[str], None]) -> tuple[int, Any, dict] | None:
+        """(step, state, meta) of the newest step that restores with finite values, or None
+        when there is no checkpoint. `check_meta(step, meta)` runs on the newest readable
+        meta before any array is read and may raise (a changed config). A step that cannot
+        be read is reported in one line through `report`, moved aside, and the next older
+        one is tried; when none restores, CheckpointError."""
+        steps = self.all_steps()
+        moved: list[str] = []
+        checked = False
+        for step in reversed(steps):
+            path = self._dir / str(step)
+            try:
+                meta = self.read_meta(step)
+            except Exception as e:
+                moved.append(self._set_aside(step, str(e), report))
+                continue
+            if not checked:
+                check_meta(step, meta)
+                checked = True
+            mismatch = self._shape_mismatch(step, abstract_state)
+            if mismatch is not None and not mismatch.startswith("unreadable"):
+                raise ConfigError(f"resume: the checkpoint at {path} does not fit this config's "
+                                  f"state ({mismatch}); start fresh with a new --workdir")
+            try:
+                if mismatch is not None:
+                    raise ValueError(mismatch.removeprefix("unreadable: "))
+                state, meta = self.restore(step, abstract_state)
+            except Exception as e:
+                moved.append(self._set_aside(step, failure_cause(e), report))
+                continue
+            bad = first_non_finite(state)
+            if bad is not None:
+                moved.append(self._set_aside(step, f"{bad} holds NaN or Inf", report))
+                continue
+            self._last_committed = step
+            return step, state, meta
+        if moved:
+            raise CheckpointError(f"no checkpoint in {self._dir} restores (moved aside: "
+                                  f"{', '.join(moved)}); start fresh with a new --workdir")
+        return None
+
+    def _shape_mismatch(self, step: int, abstract_state: Any) -> str | None:
+        """What differs between the stored tree and the target (a changed config), 'unreadable:
+        ...' when the stored tree's metadata cannot be read, None when they agree."""
+        try:
+            stored = self._manager.item_metadata(step)["state"]
+            if stored is None:
+                raise ValueError("no array metadata")
+        except Exception as e:
+            return f"unreadable: {self._dir / str(step) / 'state'}: {failure_cause(e)}"
+        return tree_mismatch(to_nested(abstract_state), stored)
+
+    def _set_aside(self, step: int, cause: str, report: Callable[[str], None]) -> str:
+        """Moves an unrestorable step out of the way (process 0; never deleted) and reports
+        it in one line; returns where it went."""
+        source = self._dir / str(step)
+        target = self._dir.parent / UNREADABLE_SUBDIR / str(step)
+        if target.exists():
+            target = target.parent / f"{step}.{int(time.time())}"
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.rename(target)
+        _sync(f"set_aside_{step}")
+        self._manager.reload()
+        report(f"checkpoint error: {source} cannot be restored ({cause}); moved to {target}, "
+               f"trying the previous step")
+        return str(target)
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        self._settled(self._manager.wait_until_finished)
+        if self._pending_step is not None:
+            self._last_committed, self._pending_step = self._pending_step, None
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for the pending save (raising its failure) and releases the manager; a
+        second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def tree_mismatch(target: dict, stored: Any, prefix: str = "") -> str | None:
+    """The first array the stored tree lacks, has extra, or shapes differently from the
+    target (nested dicts of arrays or metadata with `.shape`); None when they agree."""
+    if not hasattr(stored, "keys"):
+        return f"{prefix or 'the state'} is not a tree"
+    for key, value in target.items():
+        name = f"{prefix}/{key}" if prefix else key
+        if key not in stored:
+            return f"it has no {name}"
+        if isinstance(value, dict):
+            found = tree_mismatch(value, stored[key], name)
+            if found is not None:
+                return found
+        elif tuple(getattr(stored[key], "shape", ())) != tuple(value.shape):
+            return f"{name} has shape {tuple(stored[key].shape)} there, {tuple(value.shape)} here"
+    extra = sorted(set(stored.keys()) - set(target))
+    if extra:
+        return f"it has {prefix + '/' if prefix else ''}{extra[0]}, which this config does not"
+    return None
+
+
+@jax.jit
+def _finite_flags(tree: Any) -> list:
+    return [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+
+
+def first_non_finite(tree: Any) -> str | None:
+    """The path of the first floating-point array holding NaN or Inf, None when all are
+    finite. One jitted reduction per array, fetched together."""
+    floats = [(path, x) for path, x in jax.tree_util.tree_leaves_with_path(tree)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    flags = jax.device_get(_finite_flags([x for _, x in floats]))
+    for (path, _), ok in zip(floats, flags, strict=True):
+        if not ok:
+            return "/".join(_names(path))
+    return None
 
 
 def all_steps(workdir: str | epath.Path) -> list[int]:
@@ -180,20 +395,32 @@ def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDic
                           {"params": {"backbone": params}, "rest": {"backbone": rest}})
     target_nested = to_nested(target)
 
+    path = checkpoint_dir(workdir) / str(step)
     manager = _manager(workdir, read_only=True)
     try:
         stored = manager.item_metadata(step)["state"]
+        if stored is None:
+            raise ValueError("no array metadata")
         _check_matches(target_nested, stored, config, workdir)
         # The backbone alone: a partial restore, which only the PyTree handler offers (the
         # manager registered the Standard handler for "state"; the on-disk format is shared).
         with ocp.PyTreeCheckpointer() as checkpointer:
             restored = {"state": checkpointer.restore(
-                checkpoint_dir(workdir) / str(step) / "state", args=ocp.args.PyTreeRestore(
+                path / "state", args=ocp.args.PyTreeRestore(
                     target_nested, restore_args=ocp.checkpoint_utils.construct_restore_args(
                         target_nested), partial_restore=True))}
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{path} cannot be read ({failure_cause(e)}); pick another step "
+                              f"with --step (steps: {', '.join(map(str, steps))})") from e
     finally:
         manager.close()
     values = from_nested(restored["state"], target)
+    bad = first_non_finite(values)
+    if bad is not None:
+        raise CheckpointError(f"{path} holds NaN or Inf in {bad}; a diverged model is not "
+                              f"evaluated (steps: {', '.join(map(str, steps))}; --step picks one)")
     backbone = nnx.merge(graphdef, values["params"]["backbone"], values["rest"]["backbone"])
     backbone.eval()
     return backbone, step

@@ -1,8 +1,10 @@
-"""The pretraining loop: resume, step, log, monitor, checkpoint.
+"""The pretraining loop: resume, step, log, monitor, checkpoint, stop.
 
-Metrics leave the device only at log steps (and before a checkpoint, where the loss is
-checked so that a checkpoint never holds a diverged model). Only process 0 writes
-metrics; every process joins checkpoint save and restore.
+Metrics leave the device only at log steps and before a checkpoint; there the loss and
+the new state are checked for NaN/Inf, so a checkpoint never holds a diverged model. A
+failed background save stops the run at the next step boundary. SIGTERM or Ctrl-C saves
+the current step and stops (train/preemption.py). Only process 0 writes metrics; every
+process joins checkpoint save and restore.
 """
 
 import dataclasses
@@ -17,13 +19,15 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from augself_jax import checkpoints
+from augself_jax.errors import DivergedError
 from augself_jax.train import mesh as mesh_lib
 from augself_jax.train import state as state_lib
+from augself_jax.train.preemption import StopRequests
+from augself_jax.train.resume_contract import check_resume, contract
 from augself_jax.train.step import STEP_KEYS, make_train_step
+from augself_jax.workdir import write_resolved_config
 
-
-class DivergedError(FloatingPointError):
-    """The loss became NaN or Inf; the message names the step and the last good checkpoint."""
+__all__ = ["DivergedError", "TrainResult", "checkpoint_meta", "main", "train_and_evaluate"]
 
 
 @dataclasses.dataclass
@@ -31,6 +35,7 @@ class TrainResult:
     state: state_lib.TrainState
     setup: state_lib.Setup
     last_metrics: dict[str, float]
+    stopped_by: str | None = None  # the signal that stopped the run early, if one did
 
 
 def _format_duration(seconds: float) -> str:
@@ -47,20 +52,33 @@ def _progress_line(step: int, num_steps: int, metrics: dict[str, float], steps_p
     return f"step {step}/{num_steps} {shown} | {steps_per_sec:.2f} steps/s, ETA {eta_text}"
 
 
-def check_finite(loss: float, step: int, last_saved: int | None, workdir: str) -> None:
-    """DivergedError naming the step and the last good checkpoint when the loss is NaN/Inf."""
-    if math.isfinite(loss):
+def _last_good(last_saved: int | None, workdir: str) -> str:
+    return (f"step {last_saved} in {checkpoints.checkpoint_dir(workdir)}"
+            if last_saved is not None else "none (no checkpoint was written)")
+
+
+def check_finite(loss: float, step: int, last_saved: int | None, workdir: str,
+                 non_finite_array: str | None = None, grad_norm: float | None = None) -> None:
+    """DivergedError naming the step and the last good checkpoint when the loss is NaN/Inf
+    or an array of the state after the step's update (`non_finite_array`) is. The loss is
+    computed before the update, so it alone can be finite while the new state is not."""
+    if math.isfinite(loss) and non_finite_array is None:
         return
-    where = (f"step {last_saved} in {checkpoints.checkpoint_dir(workdir)}" if last_saved
-             else "none (no checkpoint was written)")
+    if math.isfinite(loss):
+        grad = f", grad_norm={grad_norm:.4g}" if grad_norm is not None else ""
+        raise DivergedError(
+            f"{non_finite_array} is NaN or Inf after the update at step {step} (loss={loss:.4g}"
+            f"{grad}); stopped. The last good checkpoint is {_last_good(last_saved, workdir)}")
     raise DivergedError(f"loss is {loss} at step {step}; stopped. "
-                        f"The last good checkpoint is {where}")
+                        f"The last good checkpoint is {_last_good(last_saved, workdir)}")
 
 
 def checkpoint_meta(config: ml_collections.ConfigDict, step: int, num_steps: int) -> dict:
-    """The JSON record saved next to the state of the checkpoint at `step`."""
+    """The JSON record saved next to the state of the checkpoint at `step`, with the resume
+    contract (train/resume_contract.py)."""
     return {"step": step, "data_position": step, "total_steps": num_steps,
-            "method": config.method.name, "model": config.model.to_dict()}
+            "method": config.method.name, "model": config.model.to_dict(),
+            "contract": contract(config, num_steps)}
 
 
 _COMPILED: dict[tuple, tuple[state_lib.Setup, Callable]] = {}
@@ -69,7 +87,8 @@ _COMPILED: dict[tuple, tuple[state_lib.Setup, Callable]] = {}
 def _setup_and_step(config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> tuple[state_lib.Setup, Callable]:
     """The same config on the same devices reuses the compiled step (a resumed run in the
-    same process, tests); only the latest one is kept."""
+    same process, tests); only the latest one is kept. Nothing is compiled here: jit
+    compiles at the first step."""
     key = (config.to_json_best_effort(sort_keys=True), tuple(d.id for d in mesh.devices.flat))
     if key not in _COMPILED:
         _COMPILED.clear()
@@ -78,9 +97,42 @@ def _setup_and_step(config: ml_collections.ConfigDict,
     return _COMPILED[key]
 
 
+def _lead_print(line: str, *, err: bool = False) -> None:
+    if jax.process_index() == 0:
+        print(line, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def _restore_or_init(config: ml_collections.ConfigDict, setup: state_lib.Setup,
+                     ckpt: checkpoints.TrainCheckpointer,
+                     workdir: str) -> tuple[state_lib.TrainState, int]:
+    """The newest checkpoint that restores (after the resume contract is checked, and
+    unreadable steps are set aside), else a fresh state; then the resolved config is
+    written, so config.json always agrees with the checkpoints."""
+    expected = contract(config, setup.num_steps)
+    found = ckpt.restore_newest_good(
+        setup.abstract_state,
+        check_meta=lambda step, meta: check_resume(meta, expected, step, ckpt.directory),
+        report=lambda line: _lead_print(line, err=True))
+    if found is None:
+        state, start_step = state_lib.init_state(config, setup), 0
+    else:
+        _, state, meta = found
+        start_step = int(meta["data_position"])
+        logging.info("Resumed from the checkpoint at step %d", start_step)
+        _lead_print(f"resuming from the checkpoint at step {start_step} in {ckpt.directory}")
+    write_resolved_config(config, workdir, "config.json")
+    return state, start_step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        devices: list | None = None) -> TrainResult:
-    """Pretrains per `config`, resuming from WORKDIR's latest checkpoint if there is one."""
+    """Pretrains per `config`, resuming from WORKDIR's newest restorable checkpoint."""
+    with StopRequests() as stop:
+        return _train(config, workdir, devices, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
+           stop: StopRequests) -> TrainResult:
     from augself_jax.data.global_batch import make_global_batch
     from augself_jax.data.pipeline import make_pretrain_iterator
 
@@ -89,19 +141,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     setup, train_step = _setup_and_step(config, mesh)
     num_steps = setup.num_steps
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
-
-    start_step = ckpt.latest_step()
-    if start_step is None:
-        state = state_lib.init_state(config, setup)
-        start_step = 0
-    else:
-        state, meta = ckpt.restore(start_step, setup.abstract_state)
-        start_step = int(meta["data_position"])
-        logging.info("Resumed from the checkpoint at step %d", start_step)
-        if is_lead:
-            print(f"resuming from the checkpoint at step {start_step} in "
-                  f"{checkpoints.checkpoint_dir(workdir)}", flush=True)
-    last_saved = start_step if start_step > 0 else None
+    try:
+        state, start_step = _restore_or_init(config, setup, ckpt, workdir)
+    except BaseException:
+        ckpt.close()
+        raise
 
     # Only process 0 writes; the others write nothing. TensorBoard event files here; the
     # readable line per log step is the progress line printed below (clu's LoggingWriter
@@ -110,67 +154,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         else metric_writers.MultiWriter([])
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=config.log_every, every_secs=None)
-    batches = make_pretrain_iterator(config, start_step=start_step)  # prepares the dataset
-    knn = None
-    if config.knn_every > 0:
-        from augself_jax.train.knn import KnnMonitor
-
-        knn = KnnMonitor(config, setup)
     last_metrics: dict[str, float] = {}
-    last_time, last_step = time.perf_counter(), start_step
-    for step in range(start_step + 1, num_steps + 1):  # `step` counts steps done after this one
-        with report.timed("data"):
-            host_batch = next(batches)
-            batch = make_global_batch({k: host_batch[k] for k in STEP_KEYS}, mesh)
-        with report.timed("train_step"):
-            state, metrics = train_step(state, batch)
-        report(step)
+    stopped_at = None
+    try:
+        batches = make_pretrain_iterator(config, start_step=start_step)  # prepares the dataset
+        knn = None
+        if config.knn_every > 0:
+            from augself_jax.train.knn import KnnMonitor
 
-        is_last = step == num_steps
-        is_save = step % config.checkpoint_every == 0 or is_last
-        if step % config.log_every == 0 or is_save or step == start_step + 1:
-            last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            try:
-                check_finite(last_metrics["loss"], step, last_saved, workdir)
-            finally:
-                if not math.isfinite(last_metrics["loss"]):
-                    ckpt.close()  # lets a pending save of the last good state finish
-            if step % config.log_every == 0 or is_last:
-                writer.write_scalars(step, last_metrics)
-                now = time.perf_counter()
-                rate = (step - last_step) / max(now - last_time, 1e-9)
-                last_time, last_step = now, step
+            knn = KnnMonitor(config, setup)
+        last_time, last_step = time.perf_counter(), start_step
+        for step in range(start_step + 1, num_steps + 1):  # `step`: steps done after this one
+            with report.timed("data"):
+                host_batch = next(batches)
+                batch = make_global_batch({k: host_batch[k] for k in STEP_KEYS}, mesh)
+            with report.timed("train_step"):
+                state, metrics = train_step(state, batch)
+            report(step)
+            ckpt.check_for_errors()  # a failed background save stops the run here, at once
+
+            stopping = stop.should_stop(step)
+            is_last = step == num_steps
+            is_save = step % config.checkpoint_every == 0 or is_last or stopping
+            if step % config.log_every == 0 or is_save or step == start_step + 1:
+                last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                bad_array = checkpoints.first_non_finite(state)
+                if bad_array is not None or not math.isfinite(last_metrics["loss"]):
+                    ckpt.close()  # the pending save of the last good state commits first
+                    check_finite(last_metrics["loss"], step, ckpt.last_good_step(), workdir,
+                                 bad_array, last_metrics.get("grad_norm"))
+                if step % config.log_every == 0 or is_last:
+                    writer.write_scalars(step, last_metrics)
+                    now = time.perf_counter()
+                    rate = (step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, step
+                    if is_lead:
+                        print(_progress_line(step, num_steps, last_metrics, rate), flush=True)
+            if knn is not None and (step % config.knn_every == 0 or is_last):
+                with report.timed("knn"):
+                    accuracy = knn(state)
+                writer.write_scalars(step, {"knn_top1": accuracy})
+                last_metrics["knn_top1"] = accuracy
                 if is_lead:
-                    print(_progress_line(step, num_steps, last_metrics, rate), flush=True)
-        if knn is not None and (step % config.knn_every == 0 or is_last):
-            with report.timed("knn"):
-                accuracy = knn(state)
-            writer.write_scalars(step, {"knn_top1": accuracy})
-            last_metrics["knn_top1"] = accuracy
-            if is_lead:
-                print(f"step {step}/{num_steps} kNN (1-NN cosine) top-1: {accuracy:.4f}",
-                      flush=True)
-        if is_save:
-            with report.timed("checkpoint"):
-                ckpt.save(step, state, checkpoint_meta(config, step, num_steps))
-            last_saved = step
-
-    ckpt.close()
-    writer.flush()
-    writer.close()
-    if is_lead and start_step < num_steps:
-        print(f"done: {num_steps} steps; checkpoints in {checkpoints.checkpoint_dir(workdir)}, "
-              f"TensorBoard logs in {workdir}", flush=True)
-    elif is_lead:
-        print(f"nothing to do: the checkpoint in {checkpoints.checkpoint_dir(workdir)} is "
-              f"already at step {start_step} of {num_steps}", flush=True)
-    return TrainResult(state=state, setup=setup, last_metrics=last_metrics)
+                    print(f"step {step}/{num_steps} kNN (1-NN cosine) top-1: {accuracy:.4f}",
+                          flush=True)
+            if is_save:
+                with report.timed("checkpoint"):
+                    ckpt.save(step, state, checkpoint_meta(config, step, num_steps))
+            if stopping:
+                stopped_at = step
+                break
+        ckpt.wait()  # the last save is on disk (or its failure raised) before we say so
+    finally:
+        ckpt.close()
+        writer.flush()
+        writer.close()
+    if stopped_at is not None:
+        _lead_print(f"stopped by {stop.reason} at step {stopped_at} of {num_steps}: saved the "
+                    f"checkpoint at step {stopped_at} in {ckpt.directory}; rerun the same "
+                    "command to resume")
+    elif start_step < num_steps:
+        _lead_print(f"done: {num_steps} steps; checkpoints in {ckpt.directory}, TensorBoard "
+                    f"logs in {workdir}")
+    else:
+        _lead_print(f"nothing to do: the checkpoint in {ckpt.directory} is already at step "
+                    f"{start_step} of {num_steps}")
+    return TrainResult(state=state, setup=setup, last_metrics=last_metrics,
+                       stopped_by=stop.reason if stopped_at is not None else None)
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """main.py's one call."""
-    try:
-        train_and_evaluate(config, workdir)
-    except DivergedError as e:
-        sys.exit(f"error: {e}")
-
+    """main.py's one call; its errors (DivergedError, CheckpointError, ConfigError) are
+    printed by app.run as one line."""
+    train_and_evaluate(config, workdir)
