@@ -4,7 +4,15 @@ Rerunning the same command continues from the latest checkpoint in the workdir.
 """
 
 from augself_jax import app
-from augself_jax.train import loop
+
+
+def _train(config, workdir: str) -> None:
+    # Imported here, not at the top: a mistyped flag or workdir is reported before JAX and
+    # TensorFlow are loaded (a second instead of ten).
+    from augself_jax.train import loop
+
+    loop.main(config, workdir)
+
 
 if __name__ == "__main__":
-    app.run(loop.main)
+    app.run(_train)

@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from augself_jax.errors import UserError
-from augself_jax.workdir import check_workdir, write_resolved_config
+from augself_jax.workdir import check_workdir, ensure_writable, write_resolved_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/simclr_augself.py:shapes.",
@@ -123,6 +123,9 @@ def _flag_error_line(error: Exception, argv: list[str]) -> str:
         return (f"{field}: no such field (every field and its default is in configs/common.py; "
                 "check the spelling and the section)")
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    os_errors = [line for line in lines if line.startswith("[Errno")]
+    if os_errors:  # a config file that cannot be read
+        return f"config: {os_errors[-1]}"
     causes = [line.split(": ", 1)[1] for line in lines
               if line.split(": ", 1)[0].endswith(("Error", "Exception")) and ": " in line]
     return causes[-1] if causes else (lines[0] if lines else type(error).__name__)
@@ -132,7 +135,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a bad flag, config file, preset or override reported as
     one line (exit status 2) instead of a traceback and the usage text."""
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
+        config = flags.FLAGS["config"].value
+        if config is not None and not isinstance(config, ml_collections.ConfigDict):
+            config.to_dict()  # ml_collections defers a load failure; this raises it
+        return remaining
     except Exception as e:
         if _verbose_requested(argv):
             traceback.print_exc()
@@ -156,13 +163,14 @@ def run(main: Callable[[ml_collections.ConfigDict, str], None], *,
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         quiet_library_logs()
         try:
+            config, workdir = _CONFIG.value, absolute_workdir(_WORKDIR.value)
+            check_workdir(workdir, must_exist=workdir_must_exist)  # before the slow imports
             hide_accelerators_from_tensorflow()
             maybe_initialize_distributed(distributed_requested(_DISTRIBUTED.value),
                                          _COORDINATOR.value, _NUM_PROCESSES.value,
                                          _PROCESS_ID.value)
-            config, workdir = _CONFIG.value, absolute_workdir(_WORKDIR.value)
             validate_config(config)
-            check_workdir(workdir, must_exist=workdir_must_exist)
+            ensure_writable(workdir)
             if resolved_config_name is not None:
                 write_resolved_config(config, workdir, resolved_config_name)
             main(config, workdir)

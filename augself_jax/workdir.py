@@ -13,9 +13,9 @@ from augself_jax.errors import ConfigError
 
 
 def check_workdir(workdir: str, *, must_exist: bool) -> None:
-    """ConfigError (one line) when WORKDIR is a file, is missing (`must_exist`: evaluation
-    reads an earlier run's workdir, a mistyped one must not be created), or cannot be
-    written (a probe file is written and removed)."""
+    """ConfigError (one line) when WORKDIR is a file, or is missing where it must exist
+    (evaluation reads an earlier run's workdir: a mistyped one must not be created).
+    Writes nothing."""
     path = epath.Path(workdir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"workdir: {workdir} is a file; pass a directory (a new one, or the "
@@ -23,6 +23,12 @@ def check_workdir(workdir: str, *, must_exist: bool) -> None:
     if must_exist and not path.exists():
         raise ConfigError(f"workdir: {workdir} does not exist; pass the --workdir of a "
                           "pretraining run")
+
+
+def ensure_writable(workdir: str) -> None:
+    """Creates WORKDIR; ConfigError (one line) when it cannot be written (a probe file is
+    written and removed), so a read-only workdir stops before any compile."""
+    path = epath.Path(workdir)
     probe = path / f".write_probe_{uuid.uuid4().hex}"
     try:
         path.mkdir(parents=True, exist_ok=True)
