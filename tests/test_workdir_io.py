@@ -1,11 +1,12 @@
-"""A gs:// workdir keeps the evaluation's files: results, features and the sensitivity plot
-are written (and --compare reads them) through epath, checked against an in-memory
-filesystem standing in for Cloud Storage. os.makedirs("gs://b/x") would instead make a local
-./gs:/b/x, which is lost with the TPU VM."""
+"""A gs:// workdir keeps the run's files: the resolved config.json, the results (which
+--compare reads back), the features and the sensitivity plot are written through epath,
+checked against an in-memory filesystem standing in for Cloud Storage. os.makedirs("gs://b/x")
+would instead make a local ./gs:/b/x, which is lost with the TPU VM."""
 
 import io
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 from etils.epath import backend, gpath
@@ -13,6 +14,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import reports, run, sensitivity
+from augself_jax.workdir import write_resolved_config
 
 
 class _FakeGCS(MemoryFileSystem):
@@ -95,3 +97,13 @@ def test_sensitivity_plot_written_to_gs(fake_gcs):
     with Image.open(io.BytesIO(png)) as image:
         # figsize (1.6 + 1.3 * 2 stages, 3.2) inches at 100 dpi
         assert image.size == (420, 320)
+
+
+def test_resolved_config_written_to_gs(fake_gcs):
+    config = ml_collections.ConfigDict({"seed": 3, "data": {"data_dir": "gs://bkt/tfds"},
+                                        "optimizer": {"base_lr": 0.05}})
+    path = write_resolved_config(config, "gs://bkt/runs/a", "config.json")
+    assert str(path) == "gs://bkt/runs/a/config.json"
+    assert json.loads(fake_gcs.cat("gs://bkt/runs/a/config.json")) == {
+        "seed": 3, "data": {"data_dir": "gs://bkt/tfds"}, "optimizer": {"base_lr": 0.05}}
+    assert fake_gcs.ls("gs://bkt/runs/a", detail=False) == ["/gs/bkt/runs/a/config.json"]
