@@ -20,3 +20,46 @@ def shapes_data_dir(tmp_path_factory) -> str:
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     tfds.builder("augself_shapes", data_dir=data_dir).download_and_prepare()
     return data_dir
+
+
+# The README's commands are run as a user runs them: from a copy of the checkout, with
+# relative paths. What the copy leaves out is what a clean clone does not have.
+_NOT_COPIED = (".git", "runs", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pyc",
+               "workdir*", ".venv", ".whl")
+
+# The smallest pretraining that still exercises every part a user sees: two steps of
+# batch 16 (checkpoints at steps 1 and 2), the kNN monitor on 200 images at the last step.
+TINY_RUN_FLAGS = ("--config.total_steps=2", "--config.batch_size=16",
+                  "--config.checkpoint_every=1", "--config.log_every=1",
+                  "--config.knn_every=2", "--config.knn_max_examples=200")
+
+
+def copy_checkout(dest) -> str:
+    """A copy of the checkout at `dest` (for commands run with a relative --workdir)."""
+    import shutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+    return str(dest)
+
+
+def run_command(args, cwd, timeout=600):
+    """`python <args>` in `cwd`, as typed in a shell there; the completed process."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(shapes_data_dir, tmp_path_factory):
+    """One tiny `python main.py` run shared by the end-to-end tests: (checkout copy, the
+    relative workdir, the completed process). Tests must not write into its workdir except
+    through evaluate.py (each test that needs results of its own copies it)."""
+    checkout = copy_checkout(tmp_path_factory.mktemp("tiny_run") / "checkout")
+    r = run_command(["main.py", "--config=configs/simclr_augself.py:shapes",
+                     "--workdir=runs/tiny", *TINY_RUN_FLAGS,
+                     f"--config.data.data_dir={shapes_data_dir}"], cwd=checkout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return checkout, "runs/tiny", r

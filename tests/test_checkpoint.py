@@ -24,6 +24,26 @@ def test_nested_round_trip_keeps_structure_and_keys():
     np.testing.assert_array_equal(back["a"][1]["b"], tree["a"][1]["b"])
 
 
+def _distinct(state, step):
+    """The state moved by amounts unique to `step` and to each part: a checkpoint restored
+    from the wrong step, or `rest` restored from the wrong arrays, differs in every
+    floating-point array. BYOL's momentum targets (in `rest`) are moved far from the online
+    weights, so restoring one in place of the other cannot pass."""
+    def shift(tree, amount, target_amount=None):
+        def move(path, x):
+            if not jnp.issubdtype(x.dtype, jnp.floating):
+                return x
+            is_target = "target_" in jax.tree_util.keystr(path)
+            return x + (target_amount if is_target and target_amount is not None else amount)
+
+        return jax.tree_util.tree_map_with_path(move, tree)
+
+    return state.replace(step=jnp.asarray(step, jnp.int32),
+                         params=shift(state.params, 0.01 * step),
+                         rest=shift(state.rest, 0.003 * step, target_amount=1000.0 + step),
+                         opt_state=shift(state.opt_state, -0.07 * step))
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     config = tiny_config("byol_augself")
@@ -31,26 +51,36 @@ def saved(tmp_path_factory):
     state = state_lib.init_state(config, setup)
     workdir = tmp_path_factory.mktemp("ckpt")
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=2)
-    for step in (2, 4, 6):
-        ckpt.save(step, state.replace(step=jnp.asarray(step, jnp.int32)),
-                  {"step": step, "data_position": step})
+    states = {step: _distinct(state, step) for step in (2, 4, 6)}
+    for step, s in states.items():
+        ckpt.save(step, s, {"step": step, "data_position": step})
     ckpt.close()
-    return config, setup, state, workdir
+    return config, setup, states, workdir
 
 
-def test_keeps_the_last_k_and_restores_exactly(saved):
-    config, setup, state, workdir = saved
+def _assert_identical(want, got, part):
+    a, b = host_leaves(getattr(want, part)), host_leaves(getattr(got, part))
+    assert a and len(a) == len(b), part
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape, part
+        assert x.tobytes() == y.tobytes(), part
+
+
+@pytest.mark.parametrize("step", [4, 6])
+def test_keeps_the_last_k_and_restores_every_array(saved, step):
+    config, setup, states, workdir = saved
     assert checkpoints.all_steps(workdir) == [4, 6] and checkpoints.latest_step(workdir) == 6
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=2)
-    restored, meta = ckpt.restore(6, setup.abstract_state)
+    restored, meta = ckpt.restore(step, setup.abstract_state)
     ckpt.close()
-    assert meta == {"step": 6, "data_position": 6} and int(restored.step) == 6
-    # Momentum targets (BYOL) travel in `rest` with the batch statistics.
-    assert "target_backbone" in restored.rest
-    for x, y in zip(host_leaves(state.params), host_leaves(restored.params), strict=True):
-        assert x.tobytes() == y.tobytes()
-    for x, y in zip(host_leaves(state.opt_state), host_leaves(restored.opt_state), strict=True):
-        assert x.tobytes() == y.tobytes()
+    assert meta == {"step": step, "data_position": step} and int(restored.step) == step
+    for part in ("params", "rest", "opt_state"):
+        _assert_identical(states[step], restored, part)
+    # BYOL's momentum targets travel in `rest`, and here they are not the online weights.
+    target = host_leaves(restored.rest["target_backbone"])
+    online = host_leaves(restored.params["backbone"])
+    assert target and online
+    assert min(t.min() for t in target) > max(o.max() for o in online) + 100
 
 
 def test_an_unfinished_save_is_never_a_checkpoint(saved):
@@ -61,16 +91,20 @@ def test_an_unfinished_save_is_never_a_checkpoint(saved):
     assert checkpoints.latest_step(workdir) == 6
 
 
-def test_restore_backbone_in_eval_mode(saved):
-    config, _, state, workdir = saved
-    backbone, step = checkpoints.restore_backbone(workdir, config)
-    assert step == 6
-    model = state_lib.merge_model(state_lib.make_setup(
-        config, mesh_lib.make_mesh(config, jax.devices()[:1])), state)
+@pytest.mark.parametrize("step", [None, 4])
+def test_restore_backbone_in_eval_mode(saved, step):
+    config, setup, states, workdir = saved
+    backbone, got = checkpoints.restore_backbone(workdir, config, step=step)
+    assert got == (step or 6)
+    model = state_lib.merge_model(setup, states[got])
     model.backbone.eval()
     x = jax.random.normal(jax.random.key(0), (3, 16, 16, 3))
     np.testing.assert_allclose(backbone(x), model.backbone(x), rtol=1e-5, atol=1e-6)
-    assert checkpoints.restore_backbone(workdir, config, step=4)[1] == 4
+    assert np.abs(np.asarray(backbone(x))).max() > 1e-2  # not a degenerate all-zero output
+    # This step's online backbone, not another step's.
+    other = state_lib.merge_model(setup, states[10 - got]).backbone
+    other.eval()
+    assert np.abs(np.asarray(other(x)) - np.asarray(backbone(x))).max() > 1e-3
 
 
 def test_restore_backbone_errors(saved, tmp_path):

@@ -1,103 +1,235 @@
-"""End to end: a tiny pretraining run on the built-in dataset, then evaluate.py writes
-results.json with every protocol; the error cases exit with one clear line."""
+"""End to end, as the README documents it: one tiny `python main.py` run (shared, see
+conftest.tiny_run), then `python evaluate.py` with `--step N`, `--save_features` and
+`--compare` against a different run, from a copy of the checkout with relative workdirs.
+The numbers are checked against computations made here; the error cases exit with one line."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from conftest import run_command
+from sklearn.neighbors import KNeighborsClassifier
+from test_methods_support import FAST
+from test_train_support import load_config
 
 from augself_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/simclr_augself.py:shapes"
-TINY = ["--config.model.width=8", "--config.batch_size=16"]
+TASKS = {"shapes/shape", "shapes/hue", "shapes/position", "shapes/size"}
+PROTOCOLS = {"linear", "fewshot", "knn", "sensitivity", "probe"}
+# Evaluation at tiny sizes: every protocol runs, each on a few hundred images.
 QUICK_EVAL = ["--config.eval.max_examples=300", "--config.eval.linear.l2_num=3",
               "--config.eval.fewshot.episodes=10", "--config.eval.fewshot.shots=1",
               "--config.eval.sensitivity.num_images=32", "--config.eval.batch_size=64"]
 
 
-def _run(script, workdir, data_dir, *extra):
-    cmd = [sys.executable, script, f"--config={CONFIG}", f"--workdir={workdir}",
-           f"--config.data.data_dir={data_dir}", *TINY, *extra]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def pretrained(shapes_data_dir, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("run"))
-    r = _run("main.py", workdir, shapes_data_dir, "--config.total_steps=2",
-             "--config.checkpoint_every=2", "--config.knn_every=0")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return workdir
-
-
-def _config(data_dir, **eval_overrides):
-    sys.path.insert(0, ROOT)
-    from configs import simclr_augself
-
-    c = simclr_augself.get_config("shapes")
-    c.model.width = 8
+def _tiny_config(data_dir):
+    """The config the tiny run trained (conftest.TINY_RUN_FLAGS), for restoring it here."""
+    c = load_config("simclr_augself", "shapes")
     c.batch_size = 16
     c.data.data_dir = data_dir
-    for k, v in eval_overrides.items():
-        c.eval[k] = v
     return c
 
 
-@pytest.mark.slow  # about 3.5 minutes on 2 cores (pretraining, then every protocol)
-def test_evaluate_writes_every_protocol(pretrained, shapes_data_dir):
-    r = _run("evaluate.py", pretrained, shapes_data_dir, *QUICK_EVAL, "--save_features")
-    assert r.returncode == 0, r.stderr[-3000:]
-    with open(os.path.join(pretrained, "eval", "results.json")) as f:
-        records = json.load(f)
-    protocols = {x["protocol"] for x in records}
-    assert protocols == {"linear", "fewshot", "knn", "sensitivity", "probe"}
-    linear_tasks = {x["dataset"] for x in records if x["protocol"] == "linear"}
-    assert linear_tasks == {"shapes/shape", "shapes/hue", "shapes/position", "shapes/size"}
+def _images(data_dir, split, n):
+    """The first n images of a split, read with TFDS directly (at the dataset's own size:
+    evaluation's resize and centre crop are the identity there)."""
+    from augself_jax.data.registry import get_dataset_info
+
+    info = get_dataset_info("shapes")
+    ds = tfds.builder("augself_shapes", data_dir=data_dir).as_dataset(split=split,
+                                                                      shuffle_files=False)
+    rows = list(ds.take(n).as_numpy_iterator())
+    return np.stack([r["image"] for r in rows]), np.array([r[info.label_key] for r in rows])
+
+
+def _features_fn(workdir, data_dir, step):
+    """Features of uint8 images by the checkpoint's backbone, normalised here with NumPy."""
+    from flax import nnx
+
+    from augself_jax import checkpoints
+    from augself_jax.data.registry import get_dataset_info
+
+    info = get_dataset_info("shapes")
+    backbone, got_step = checkpoints.restore_backbone(workdir, _tiny_config(data_dir), step)
+    assert got_step == step
+    graphdef, weights = nnx.split(backbone)
+    apply = jax.jit(lambda w, x: nnx.merge(graphdef, w)(x), compiler_options=FAST)
+
+    def features(images):
+        x = (images / 255.0 - np.asarray(info.mean)) / np.asarray(info.std)
+        return np.asarray(apply(weights, x.astype(np.float32)))
+
+    return features
+
+
+def test_pretraining_prints_progress_and_a_true_knn_number(tiny_run, shapes_data_dir):
+    checkout, workdir, r = tiny_run
+    run_dir = os.path.join(checkout, workdir)
+    assert "step 1/2 " in r.stdout and "step 2/2 " in r.stdout
+    assert "done: 2 steps" in r.stdout
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["1", "2"]
+    with open(os.path.join(run_dir, "config.json")) as f:
+        resolved = json.load(f)
+    assert resolved["total_steps"] == 2 and resolved["knn_every"] == 2
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(run_dir))
+
+    # The monitor ran on the state of the last step, which is checkpoint 2: 1-NN with cosine
+    # similarity of the first 200 train images (memory) and 200 test images (queries).
+    (printed,) = re.findall(r"step 2/2 kNN \(1-NN cosine\) top-1: ([0-9.]+)", r.stdout)
+    features = _features_fn(run_dir, shapes_data_dir, 2)
+    train_x, train_y = _images(shapes_data_dir, "train", 200)
+    test_x, test_y = _images(shapes_data_dir, "test", 200)
+    sk = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(features(train_x), train_y)
+    expected = float(np.mean(sk.predict(features(test_x)) == test_y))
+    # Printed with 4 decimals; a floating-point tie may flip one query.
+    assert abs(float(printed) - expected) <= 1 / 200 + 1e-4, (printed, expected)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run, shapes_data_dir):
+    """Two evaluations of copies of the tiny run, run side by side: `step1` with --step 1,
+    every protocol and --save_features; `step2` at the latest step, linear and kNN only."""
+    checkout, workdir, _ = tiny_run
+    for name in ("step1", "step2"):
+        shutil.copytree(os.path.join(checkout, workdir), os.path.join(checkout, "runs", name))
+    common = [f"--config={CONFIG}", f"--config.data.data_dir={shapes_data_dir}", *QUICK_EVAL]
+    procs = {
+        "step1": ["--workdir=runs/step1", "--step=1", "--save_features"],
+        "step2": ["--workdir=runs/step2", "--config.eval.protocols=linear,knn"],
+    }
+    procs = {name: subprocess.Popen([sys.executable, "evaluate.py", *common, *args],
+                                    cwd=checkout, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name, args in procs.items()}
+    out = {}
+    for name, p in procs.items():
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-3000:]
+        out[name] = stdout
+    return checkout, out
+
+
+def _results(checkout, name):
+    with open(os.path.join(checkout, "runs", name, "eval", "results.json")) as f:
+        return json.load(f)
+
+
+def test_evaluate_step_n_runs_every_protocol(evaluated):
+    checkout, out = evaluated
+    records = _results(checkout, "step1")
+    assert {x["protocol"] for x in records} == PROTOCOLS
+    assert {x["dataset"] for x in records if x["protocol"] == "linear"} == TASKS
+    assert {x["dataset"] for x in records if x["protocol"] == "fewshot"} == TASKS
     metrics = {x["metric"] for x in records}
-    assert {"hue_err_deg", "position_r2", "color_hist_r2", "top1_k1", "top1_k20"} <= metrics
+    assert {"hue_err_deg", "position_r2", "size_r2", "color_hist_r2", "top1_k1",
+            "top1_k20", "cos_flip@output", "cos_unrelated@output"} <= metrics
+    hashes = {x["config_hash"] for x in records}
+    assert len(hashes) == 1 and len(hashes.pop()) == 12
     for x in records:
-        assert x["step"] == 2 and len(x["config_hash"]) == 12
-        assert np.isfinite(x["value"])
+        assert x["step"] == 1, x  # --step 1, not the latest (2)
+        assert np.isfinite(x["value"]), x
+        if x["protocol"] in ("linear", "knn"):
+            assert 0 <= x["value"] <= 100
+            assert x["n_train"] > 0 and x["n_val"] > 0 and x["n_test"] > 0
+            assert x["n_train"] + x["n_val"] == 300 and x["n_test"] == 300
         if x["protocol"] == "linear":
-            assert 0 <= x["value"] <= 100 and x["l2"] > 0 and x["n_val"] > 0
-            assert x["val_seed"] == 0
-    assert os.path.exists(os.path.join(pretrained, "eval", "results.md"))
-    assert os.path.exists(os.path.join(pretrained, "eval", "sensitivity_shapes.png"))
-    feats = np.load(os.path.join(pretrained, "eval", "shapes", "hue", "features.npz"))
-    assert set(feats.files) == {"train_x", "train_y", "val_x", "val_y", "test_x", "test_y"}
-    assert len(feats["train_x"]) + len(feats["val_x"]) == 300 and feats["test_x"].shape[1] == 64
-    assert "| shapes/hue | linear | top1 |" in r.stdout
+            assert x["l2"] > 0 and x["val_seed"] == 0
+    # The printed table and the files the README lists.
+    assert "| shapes/hue | linear | top1 |" in out["step1"]
+    eval_dir = os.path.join(checkout, "runs", "step1", "eval")
+    with open(os.path.join(eval_dir, "results.md")) as f:
+        assert "| shapes/hue | linear | top1 |" in f.read()
+    assert os.path.getsize(os.path.join(eval_dir, "sensitivity_shapes.png")) > 0
+    with open(os.path.join(checkout, "runs", "step1", "eval_config.json")) as f:
+        eval_config = json.load(f)
+    assert eval_config["eval"]["max_examples"] == 300 and eval_config["batch_size"] == 128
 
-    cmp = _run("evaluate.py", pretrained, shapes_data_dir, f"--compare={pretrained}")
-    assert cmp.returncode == 0, cmp.stderr[-2000:]
-    assert "| shapes/hue | linear | top1 |" in cmp.stdout and "+0.00" in cmp.stdout
 
-    from augself_jax.evaluation.run import evaluate
+def test_save_features_are_the_step_n_backbone_features(evaluated, shapes_data_dir):
+    checkout, _ = evaluated
+    records = _results(checkout, "step1")
+    sizes = next(x for x in records if x["dataset"] == "shapes/hue" and x["protocol"] == "linear")
+    for task in sorted(TASKS):
+        feats = np.load(os.path.join(checkout, "runs", "step1", "eval", task, "features.npz"))
+        assert set(feats.files) == {"train_x", "train_y", "val_x", "val_y", "test_x", "test_y"}
+        for split, n in (("train", sizes["n_train"]), ("val", sizes["n_val"]),
+                         ("test", sizes["n_test"])):
+            assert feats[f"{split}_x"].shape == (n, 64), (task, split)  # ResNet-18, width 8
+            assert feats[f"{split}_y"].shape == (n,)
+    # The saved test features are those of checkpoint 1's backbone (not the latest, 2).
+    feats = np.load(os.path.join(checkout, "runs", "step1", "eval", "shapes", "shape",
+                                 "features.npz"))
+    test_x, test_y = _images(shapes_data_dir, "test", 16)
+    np.testing.assert_array_equal(feats["test_y"][:16], test_y)
+    run_dir = os.path.join(checkout, "runs", "step1")
+    want = _features_fn(run_dir, shapes_data_dir, 1)(test_x)
+    np.testing.assert_allclose(feats["test_x"][:16], want, rtol=1e-4, atol=1e-5)
+    latest = _features_fn(run_dir, shapes_data_dir, 2)(test_x)
+    assert np.abs(latest - want).max() > 1e-3  # the two steps' features are told apart
 
-    wide = _config(shapes_data_dir)
-    wide.model.width = 16
-    with pytest.raises(ConfigError, match="does not match the checkpoint"):
-        evaluate(wide, pretrained)
+
+def test_compare_prints_b_minus_a_against_a_different_run(evaluated):
+    checkout, _ = evaluated
+    a = {(x["dataset"], x["protocol"], x["metric"]): x["value"]
+         for x in _results(checkout, "step1")}
+    b = {(x["dataset"], x["protocol"], x["metric"]): x["value"]
+         for x in _results(checkout, "step2")}
+    r = run_command(["evaluate.py", f"--config={CONFIG}", "--workdir=runs/step1",
+                     "--compare=runs/step2"], cwd=checkout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stdout.splitlines() if line.startswith("|")]
+    assert lines[0] == "| dataset | protocol | metric | step1 | step2 | delta |"
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[tuple(cells[:3])] = cells[3:]
+    assert set(rows) == set(a) & set(b) and len(rows) == 4 * 3  # linear top1, kNN k=1, 20
+    moved = 0
+    for key, (va, vb, delta) in rows.items():
+        assert float(va) == pytest.approx(a[key], abs=0.005)
+        assert float(vb) == pytest.approx(b[key], abs=0.005)
+        d = b[key] - a[key]
+        assert float(delta.split()[0]) == pytest.approx(d, abs=0.006), (key, delta)
+        assert delta.endswith("↑") == (d > 1e-9), (key, delta)  # higher accuracy is better
+        moved += abs(d) > 1e-9
+    assert moved > 0  # the runs differ, so the deltas say something
 
 
 def test_unknown_protocol_exits_with_one_line(shapes_data_dir, tmp_path):
-    r = _run("evaluate.py", str(tmp_path), shapes_data_dir, "--config.eval.protocols=linear,svm")
-    assert r.returncode != 0
+    r = subprocess.run([sys.executable, "evaluate.py", f"--config={CONFIG}",
+                        f"--workdir={tmp_path}", f"--config.data.data_dir={shapes_data_dir}",
+                        "--config.eval.protocols=linear,svm"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("config error:")]
     assert errors == ["config error: eval.protocols: unknown protocol 'svm'; allowed: linear, "
                       "fewshot, knn, sensitivity, probe"]
 
 
-def test_no_checkpoint_and_unprepared_datasets(shapes_data_dir, tmp_path):
+def test_wrong_width_no_checkpoint_and_unprepared_datasets(tiny_run, shapes_data_dir,
+                                                           tmp_path):
     from augself_jax.evaluation.run import evaluate
 
+    checkout, workdir, _ = tiny_run
+    wide = _tiny_config(shapes_data_dir)
+    wide.model.width = 16
+    with pytest.raises(ConfigError, match="does not match the checkpoint"):
+        evaluate(wide, os.path.join(checkout, workdir))
     with pytest.raises(ConfigError, match="no checkpoint in"):
-        evaluate(_config(shapes_data_dir), str(tmp_path))
+        evaluate(_tiny_config(shapes_data_dir), str(tmp_path))
+    empty = _tiny_config(str(tmp_path / "empty"))
+    empty.eval.datasets = "cifar10"
     with pytest.raises(ConfigError, match="cifar10.*not prepared.*tfds build cifar10"):
-        evaluate(_config(str(tmp_path / "empty"), datasets="cifar10"), str(tmp_path))
+        evaluate(empty, str(tmp_path))
+    empty.eval.datasets = "mit67"
     with pytest.raises(ConfigError, match="mit67.*manual download"):
-        evaluate(_config(str(tmp_path / "empty"), datasets="mit67"), str(tmp_path))
+        evaluate(empty, str(tmp_path))
