@@ -8,6 +8,7 @@ process joins checkpoint save and restore.
 """
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -21,6 +22,7 @@ from clu import metric_writers, periodic_actions
 from augself_jax import checkpoints
 from augself_jax.errors import DivergedError
 from augself_jax.train import mesh as mesh_lib
+from augself_jax.train import optimizers
 from augself_jax.train import state as state_lib
 from augself_jax.train.preemption import StopRequests
 from augself_jax.train.resume_contract import check_resume, contract
@@ -81,19 +83,24 @@ def checkpoint_meta(config: ml_collections.ConfigDict, step: int, num_steps: int
             "contract": contract(config, num_steps)}
 
 
-_COMPILED: dict[tuple, tuple[state_lib.Setup, Callable]] = {}
+_COMPILED: dict[str, tuple[state_lib.Setup, Callable]] = {}
+_COMPILED_KEPT = 3
 
 
 def _setup_and_step(config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> tuple[state_lib.Setup, Callable]:
-    """The same config on the same devices reuses the compiled step (a resumed run in the
-    same process, tests); only the latest one is kept. Nothing is compiled here: jit
-    compiles at the first step."""
-    key = (config.to_json_best_effort(sort_keys=True), tuple(d.id for d in mesh.devices.flat))
+    """Runs in one process that share what the step is built from (the resume contract,
+    the compile mode, the devices) share the compiled step: a resumed run, a resume with
+    another log or checkpoint interval, tests. The latest few are kept. Nothing is
+    compiled here: jit compiles at the first step."""
+    num_steps = optimizers.total_steps(config)
+    key = json.dumps([contract(config, num_steps), config.xla_fast_compile,
+                      config.mesh.to_dict(), [d.id for d in mesh.devices.flat]], sort_keys=True)
     if key not in _COMPILED:
-        _COMPILED.clear()
-        setup = state_lib.make_setup(config, mesh)
+        setup = state_lib.make_setup(config, mesh, num_steps)
         _COMPILED[key] = (setup, make_train_step(config, setup))
+        while len(_COMPILED) > _COMPILED_KEPT:
+            del _COMPILED[next(iter(_COMPILED))]
     return _COMPILED[key]
 
 
