@@ -77,6 +77,7 @@ def _check_arm_configs():
     assert (plain.total_steps, plain.batch_size) == (aware.total_steps, aware.batch_size)
     assert plain.aug.hue == 0.5 and plain.aug.color_strength == 1.0
     assert plain.seed == 1 and aware.augself.crop > 0 and plain.augself.crop == 0
+    assert plain.total_steps == 200 and plain.batch_size == 128
     assert compare_aware.arm_config("simclr", 0, "strong").aug.color_strength == 2.0
 
 
