@@ -17,8 +17,8 @@ objective kept or threw away:
 
 Finished runs are reused (each run's results.json), so an interrupted sweep resumes.
 The defaults are sized for 90 minutes on a 2-core CPU: the preset's recipe over 200 steps of
-batch 128 per run (the quick start runs 300), two worker processes, a 9-value L2 sweep on 5,000 images per split, and XLA's
-on-disk compilation cache so that each arm compiles once.
+batch 128 per run (the quick start runs 300), two worker processes, a 9-value L2 sweep on
+5,000 images per split, and XLA's on-disk compilation cache so that each arm compiles once.
 """
 
 import functools
