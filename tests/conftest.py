@@ -24,8 +24,9 @@ def shapes_data_dir(tmp_path_factory) -> str:
 
 # The README's commands are run as a user runs them: from a copy of the checkout, with
 # relative paths. What the copy leaves out is what a clean clone does not have.
-_NOT_COPIED = (".git", "runs", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pyc",
-               "workdir*", ".venv", ".whl")
+_NOT_COPIED = (".git", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pyc", ".venv",
+               ".whl")
+_NOT_COPIED_AT_TOP = ("runs", "workdir")  # .gitignore's /runs/ and /workdir*/
 
 # The smallest pretraining that still exercises every part a user sees: two steps of
 # batch 16 (checkpoints at steps 1 and 2), the kNN monitor on 200 images at the last step.
@@ -39,7 +40,16 @@ def copy_checkout(dest) -> str:
     import shutil
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+    anywhere = shutil.ignore_patterns(*_NOT_COPIED)
+
+    def ignore(directory, names):
+        skip = set(anywhere(directory, names))
+        if os.path.samefile(directory, root):
+            skip |= {n for n in names if n.startswith(_NOT_COPIED_AT_TOP)
+                     and os.path.isdir(os.path.join(directory, n))}
+        return skip
+
+    shutil.copytree(root, dest, ignore=ignore)
     return str(dest)
 
 

@@ -2,13 +2,17 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_train_support import load_config
+import tensorflow_datasets as tfds
+from test_train_support import load_config, tiny_config
 
+from augself_jax.train import mesh as mesh_lib
 from augself_jax.train import optimizers
+from augself_jax.train import state as state_lib
 
 
 def _config(name="sgd", method="simclr", batch=512, base_lr=0.03, wd=5e-4):
@@ -106,3 +110,27 @@ def test_simsiam_predictor_keeps_the_constant_lr():
     for _ in range(3):
         updates, state = tx.update(g, state, params)
     np.testing.assert_allclose(updates["predictor"]["kernel"], -cos_lr * 2.71, rtol=1e-5)
+
+
+def test_warmup_epochs_become_steps(shapes_data_dir):
+    config = tiny_config("simclr_augself", batch=64)
+    config.data.data_dir = shapes_data_dir
+    builder = tfds.builder("augself_shapes", data_dir=shapes_data_dir)
+    per_epoch = builder.info.splits["train"].num_examples // 64  # full batches per epoch
+    config.optimizer.warmup_epochs = 1.5
+    assert optimizers.warmup_steps(config) == round(1.5 * per_epoch)
+    config.optimizer.warmup_epochs = 0.0
+    assert optimizers.warmup_steps(config) == 0
+
+    # The trainer's schedule: linear from 0 over those steps, then the cosine from its peak.
+    config.optimizer.warmup_epochs = 0.25
+    config.total_steps = 4 * per_epoch
+    warm = round(0.25 * per_epoch)
+    setup = state_lib.make_setup(config, mesh_lib.make_mesh(config, jax.devices()[:1]))
+    peak = config.optimizer.base_lr * 64 / 256
+    assert float(setup.schedule(0)) == 0.0
+    assert float(setup.schedule(warm // 2)) == pytest.approx(peak * (warm // 2) / warm, rel=1e-5)
+    assert float(setup.schedule(warm)) == pytest.approx(peak, rel=1e-5)
+    t = warm + (config.total_steps - warm) // 2
+    assert float(setup.schedule(t)) == pytest.approx(
+        peak * 0.5 * (1 + np.cos(np.pi * (t - warm) / (config.total_steps - warm))), rel=1e-4)

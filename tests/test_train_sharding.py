@@ -18,12 +18,15 @@ def _train(config, devices):
     mesh = mesh_lib.make_mesh(config, devices)
     setup = state_lib.make_setup(config, mesh)
     state = state_lib.init_state(config, setup)
+    initial = host_leaves(state)  # copied out: the step donates its input state
     step = make_train_step(config, setup)
     losses = []
     for k in range(STEPS):
         state, metrics = step(state, to_global(synthetic_host_batch(config, k), mesh))
         losses.append({name: float(v) for name, v in metrics.items()})
-    return setup, step, state, losses
+    updates = [x - x0 if np.issubdtype(x.dtype, np.floating) else x
+               for x, x0 in zip(host_leaves(state), initial, strict=True)]
+    return setup, step, state, losses, (initial, updates)
 
 
 def _moco_cassle():
@@ -41,18 +44,26 @@ def simclr_runs():
 
 
 def _assert_same_training(one, eight):
-    _, _, state1, losses1 = one
-    _, _, state8, losses8 = eight
+    *_, losses1, (init1, updates1) = one
+    *_, losses8, (init8, updates8) = eight
     for m1, m8 in zip(losses1, losses8, strict=True):
         assert m1.keys() == m8.keys()
         for name in m1:
             np.testing.assert_allclose(m8[name], m1[name], rtol=2e-4, atol=1e-5, err_msg=name)
-    for part in ("params", "rest"):
-        a, b = host_leaves(getattr(state1, part)), host_leaves(getattr(state8, part))
-        for x, y in zip(a, b, strict=True):
-            np.testing.assert_allclose(y, x, rtol=1e-3, atol=2e-5)
-    # The updates themselves agree, not just the (mostly unchanged) parameters.
-    assert losses1[1]["loss"] != losses1[0]["loss"]
+    # The same initial state, bit for bit, then the same updates (new state - initial, over
+    # params, rest and the optimizer state) to well below the updates' own size.
+    for x, y in zip(init1, init8, strict=True):
+        assert x.tobytes() == y.tobytes()
+    moved = 0
+    for u1, u8 in zip(updates1, updates8, strict=True):
+        if not np.issubdtype(u1.dtype, np.floating):
+            np.testing.assert_array_equal(u8, u1)  # step counters, queue pointer
+            continue
+        size = float(np.abs(u1).max())
+        moved += size > 1e-5
+        # 1e-6: float32 rounding of O(1) weights, for arrays that barely moved.
+        np.testing.assert_allclose(u8, u1, rtol=0, atol=0.02 * size + 1e-6)
+    assert moved > len(updates1) // 2  # most arrays really changed in two steps
 
 
 def test_simclr_augself_8_devices_match_1(simclr_runs):
@@ -71,8 +82,8 @@ def test_moco_cassle_8_devices_match_1():
 def test_restore_onto_other_device_count(simclr_runs, tmp_path, source, target):
     config, one, eight = simclr_runs
     runs = {1: one, 8: eight}
-    _, _, saved_state, _ = runs[source]
-    setup_t, step_t, _, _ = runs[target]
+    _, _, saved_state, _, _ = runs[source]
+    setup_t, step_t, _, _, _ = runs[target]
     ckpt = checkpoints.TrainCheckpointer(tmp_path, keep=2)
     ckpt.save(STEPS, saved_state, {"step": STEPS, "data_position": STEPS})
     ckpt.wait()
