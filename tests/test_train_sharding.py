@@ -73,6 +73,7 @@ def test_simclr_augself_8_devices_match_1(simclr_runs):
     _assert_same_training(one, eight)
 
 
+@pytest.mark.slow  # the MoCo and CASSLE steps run in test_train_experiments; parity is simclr's
 def test_moco_cassle_8_devices_match_1():
     config = _moco_cassle()
     _assert_same_training(_train(config, jax.devices()[:1]), _train(config, jax.devices()))

@@ -1,0 +1,65 @@
+"""Every experiment config (configs/*.py, :shapes preset, tiny sizes) through the real train
+step: two steps with finite losses, the metric keys its method and heads must report, and
+parameters that moved. This is the default suite's only run of SimSiam's, Barlow Twins' and
+supervised pretraining's losses inside the trainer."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+from test_train_support import ROOT, host_leaves, synthetic_host_batch, tiny_config, to_global
+
+from augself_jax.train import mesh as mesh_lib
+from augself_jax.train import state as state_lib
+from augself_jax.train.step import make_train_step
+
+EXPERIMENTS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs",
+                                                                               "*.py"))
+                     if os.path.basename(p) not in ("common.py", "__init__.py"))
+
+
+def test_every_experiment_file_is_listed():
+    # The README's list; a new config file must join this test.
+    assert EXPERIMENTS == sorted(["simclr", "simclr_augself", "simclr_cassle", "moco_augself",
+                                  "byol_augself", "simsiam_augself", "barlow_cassle",
+                                  "supervised_augself"])
+
+
+# SimCLR + AugSelf runs through the same step in test_train_sharding (default suite).
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n == "simclr_augself" else n for n in EXPERIMENTS])
+def test_two_real_steps(name):
+    config = tiny_config(name, steps=2)
+    setup = state_lib.make_setup(config, mesh_lib.make_mesh(config, jax.devices()[:1]))
+    state = state_lib.init_state(config, setup)
+    before = host_leaves(state.params)
+    step = make_train_step(config, setup)
+    history = []
+    for k in range(2):
+        state, metrics = step(state, to_global(synthetic_host_batch(config, k), setup.mesh))
+        history.append({m: float(v) for m, v in jax.device_get(metrics).items()})
+
+    heads = {f"augself/{aug}" for aug, w in config.augself.items()
+             if isinstance(w, float) and w > 0}
+    expected = {"loss", "ssl_loss", "lr", "grad_norm"} | heads
+    if config.method.name == "supervised":
+        expected.add("train_acc")
+    for metrics in history:
+        assert set(metrics) == expected, (name, sorted(metrics))
+        assert all(np.isfinite(v) for v in metrics.values()), metrics
+        # The total is the method's loss plus each head's weighted term (METHOD.md).
+        total = metrics["ssl_loss"] + sum(config.augself[h.split("/")[1]] * metrics[h]
+                                          for h in heads)
+        assert metrics["loss"] == pytest.approx(total, rel=1e-5, abs=1e-6)
+        assert metrics["grad_norm"] > 0
+    assert history[1]["loss"] != history[0]["loss"]
+    assert int(state.step) == 2
+    after = host_leaves(state.params)
+    moved = [not np.array_equal(a, b) for a, b in zip(before, after, strict=True)]
+    # Kernels behind a zero-initialised batch-norm scale may not move in two steps.
+    assert sum(moved) > len(moved) // 2, (name, sum(moved), len(moved))
+    if config.method.name in ("moco", "byol"):
+        target = host_leaves(state.rest["target_backbone"])
+        assert all(np.all(np.isfinite(t)) for t in target)
