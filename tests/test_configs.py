@@ -9,7 +9,10 @@ import pytest
 from test_train_support import ROOT, load_config
 
 from augself_jax.app import validate_config
+from augself_jax.data.validate import validate_data_config
 from augself_jax.errors import ConfigError
+from augself_jax.methods import validate_model_config
+from augself_jax.train.validate import validate_train_config
 
 EXPERIMENTS = ("simclr", "simclr_augself", "simclr_cassle", "moco_augself", "byol_augself",
                "simsiam_augself", "barlow_cassle", "supervised_augself")
@@ -28,9 +31,28 @@ def test_every_preset_loads_and_validates(name):
         assert c.method.name == method
         assert (c.augself.crop > 0) == name.endswith("augself")
         assert c.cassle.enabled == name.endswith("cassle")
-        if preset != "shapes":  # only the built-in dataset exists offline
+        if preset == "shapes":
+            validate_config(c)  # conftest: 8 devices
             continue
-        validate_config(c)  # conftest: 8 devices
+        # Every check but the dataset being prepared, which needs the download: the same
+        # owners' checks validate_config runs, the data one told not to look on disk.
+        validate_train_config(c, 8)
+        validate_data_config(c, process_count=1, device_count=8, check_prepared=False)
+        validate_model_config(c)
+        with pytest.raises(ConfigError, match=r"^data\.dataset: .*not prepared"):
+            validate_config(c)  # and only that: the first error it meets is the dataset's
+
+
+@pytest.mark.parametrize("preset", ["stl10", "imagenet100", "cifar10"])
+def test_presets_without_data_still_reject_a_bad_field(preset):
+    c = load_config("simclr_augself", preset)
+    c.batch_size = 250  # not a multiple of the 8 devices
+    with pytest.raises(ConfigError, match="^batch_size"):
+        validate_data_config(c, process_count=1, device_count=8, check_prepared=False)
+    c = load_config("moco_augself", preset)
+    c.method.queue_size = c.batch_size - 8  # smaller than one batch of keys
+    with pytest.raises(ConfigError, match="^method.queue_size"):
+        validate_model_config(c)
 
 
 def test_presets_match_the_reference():
@@ -82,6 +104,7 @@ def test_rotation_head_is_fine_when_the_pipeline_rotates():
     validate_config(c)
 
 
+@pytest.mark.slow  # the command line's one-line errors are tested in test_reliability
 def test_cli_config_error_exits_before_writing(tmp_path):
     workdir = tmp_path / "run"
     result = subprocess.run(
