@@ -17,7 +17,10 @@ from augself_jax.errors import ConfigError
 @pytest.mark.parametrize("name", sorted(eds.LINEAR))
 def test_validation_split_sizes_and_seeds(name):
     d = eds.LINEAR[name]
-    if d.val_split:  # official validation split: nothing drawn
+    assert d.num_train > 0 and d.num_val > 0 and d.num_test > 0
+    if d.val_split:  # an official validation split, distinct from the others: nothing drawn
+        assert d.val_split not in (d.trainval_split, d.test_split)
+        assert d.trainval_split != d.test_split
         return
     n = d.num_train + d.num_val
     tr, va = eds.validation_split(n, d, seed=0)
@@ -57,7 +60,7 @@ def test_every_linear_dataset_loads_with_mock_data(name):
             tr, va = eds.validation_split(train_n, d, seed=d.val_seed)
             assert len(va) == 40 * d.num_val // (d.num_train + d.num_val)
             assert len(tr) + len(va) == 40
-        assert train_n == 40 and test_n <= 40
+        assert train_n == 40 and 0 < test_n <= 40
         for key in d.label_keys:
             assert key in builder.info.features
 
@@ -76,7 +79,7 @@ def test_every_fewshot_dataset_loads_with_mock_data(name):
         expected = 30  # mock data yields num_examples for a joined split too
         if d.keep:  # FC100: only the test superclasses survive
             kept = np.concatenate([b["mask"] for b in batches])
-            assert n <= expected and kept.dtype == bool
+            assert 0 < n <= expected and kept.dtype == bool
         else:
             assert n == expected
 
