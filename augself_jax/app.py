@@ -11,6 +11,7 @@ status 2 (1 for a diverged run); --verbose adds the traceback. Ctrl-C outside th
 loop's step boundary is one line, exit status 130.
 """
 
+import errno
 import os
 import sys
 import traceback
@@ -38,6 +39,7 @@ _VERBOSE = flags.DEFINE_bool("verbose", False,
 
 CONFIG_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130  # the shell's code for a process ended by Ctrl-C
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 # TensorFlow's C++ start-up banners (oneDNN, CPU features) would bury the progress lines;
@@ -179,6 +181,16 @@ def run(main: Callable[[ml_collections.ConfigDict, str], None], *,
                 traceback.print_exc()
             print(f"{e.label}: {e}", file=sys.stderr, flush=True)
             sys.exit(e.exit_status)
+        except OSError as e:
+            if e.errno not in _STORAGE_ERRNOS:
+                raise
+            # A full, read-only or forbidden disk met outside a checkpoint save (TensorBoard
+            # events, config.json, results): the user's to fix, so one line.
+            if _VERBOSE.value:
+                traceback.print_exc()
+            print(f"workdir error: {e.filename or 'a file in the workdir'}: {e.strerror}",
+                  file=sys.stderr, flush=True)
+            sys.exit(CONFIG_ERROR_EXIT)
         except KeyboardInterrupt:
             print("interrupted (Ctrl-C); rerun the same command to resume from the last "
                   "checkpoint", file=sys.stderr, flush=True)

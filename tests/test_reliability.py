@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -287,38 +288,60 @@ def test_a_signal_saves_at_the_next_step_and_the_resume_is_exact(
 
 # 5. A failed save stops the run at once and keeps the last good checkpoint ----------------
 
-@pytest.fixture
-def small_disk(tmp_path, reference):
-    """A real tmpfs with room for two checkpoints of the reference's size and a half (tmpfs
-    counts whole pages), so that at least one save succeeds before one fails."""
-    ref_dir, _ = reference
-    size = sum(-(-f.stat().st_size // 4096) * 4096
-               for f in (ref_dir / "checkpoints" / "2").rglob("*") if f.is_file())
-    mount = tmp_path / "disk"
+def _mount_tmpfs(mount, options: str) -> None:
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size * 2.5) + 65536}",
-                           "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                          capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MB tmpfs, filled up by the test when it chooses."""
+    mount = tmp_path / "disk"
+    _mount_tmpfs(mount, "size=64m")
     yield mount
     subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
+def _fill(disk) -> None:
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError:
+            pass
+
+
 def test_a_full_disk_stops_at_the_failed_save_and_keeps_the_last_good(
-        small_disk, shapes_data_dir, capsys):
+        small_disk, shapes_data_dir, monkeypatch, capsys):
+    from augself_jax.data import global_batch
+
     workdir = small_disk / "run"
+    real, calls = global_batch.make_global_batch, []
+
+    def make_global_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the step-2 save has started: let it commit, then fill the disk
+            deadline = time.monotonic() + 120
+            while not (workdir / "checkpoints" / "2").is_dir() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            _fill(small_disk)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(global_batch, "make_global_batch", make_global_batch)
     with pytest.raises(CheckpointError) as e:
         loop.train_and_evaluate(_config(shapes_data_dir), str(workdir))
     message = str(e.value)
-    failed = int(message.split("could not save step ")[1].split(" ")[0])
-    assert failed in (4, 6) and "\n" not in message
-    assert f"could not save step {failed} to {workdir}/checkpoints/{failed}: " \
-           "No space left on device; stopped" in message
-    good = failed - 2
-    assert f"last good checkpoint is step {good} in {workdir}/checkpoints" in message
-    assert checkpoints.all_steps(workdir) == list(range(2, failed, 2))
+    assert "\n" not in message
+    assert f"could not save step 4 to {workdir}/checkpoints/4: No space left on device; " \
+           "stopped" in message
+    assert f"last good checkpoint is step 2 in {workdir}/checkpoints" in message
+    assert checkpoints.all_steps(workdir) == [2]
     assert "done:" not in capsys.readouterr().out
-    assert all(np.isfinite(x).all() for x in _stored(workdir, good).values()
+    assert all(np.isfinite(x).all() for x in _stored(workdir, 2).values()
                if x.dtype.kind == "f")
 
 
@@ -427,10 +450,15 @@ def test_cli_corrupt_latest_step_falls_back_in_one_line(reference, shapes_data_d
 
 
 @pytest.mark.slow
-def test_cli_full_disk_is_one_line(small_disk, shapes_data_dir):
-    result = _run("main.py", _main_flags(shapes_data_dir), cwd=small_disk)
-    line = _one_line(result, "checkpoint error: could not save step ")
-    assert "No space left on device" in line and "last good checkpoint is step " in line
+def test_cli_full_disk_is_one_line(shapes_data_dir, tmp_path):
+    # Room for one checkpoint of this size (5 MB), not for two.
+    _mount_tmpfs(tmp_path / "disk", "size=8m")
+    try:
+        result = _run("main.py", _main_flags(shapes_data_dir), cwd=tmp_path / "disk")
+    finally:
+        subprocess.run(["umount", "--lazy", str(tmp_path / "disk")], check=True)
+    line = _one_line(result, "checkpoint error: could not save step 4 to ")
+    assert "No space left on device" in line and "last good checkpoint is step 2" in line
 
 
 @pytest.mark.slow
@@ -448,11 +476,7 @@ def test_cli_divergence_is_one_line_and_saves_only_finite_state(shapes_data_dir,
 @pytest.mark.slow
 def test_cli_read_only_workdir_is_one_line(shapes_data_dir, tmp_path):
     mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
+    _mount_tmpfs(mount, "ro,size=1m")
     try:
         result = _run("main.py", ["--workdir=ro/run", *_flags(shapes_data_dir)], cwd=tmp_path)
     finally:
