@@ -6,5 +6,7 @@ state.py       TrainState (step, params, rest, opt_state) over NNX split state
 step.py        the pure jitted step: photometric ops, loss, update, momentum targets
 knn.py         the 1-NN kNN monitor
 loop.py        resume, step, log (clu), monitor, checkpoint (augself_jax/checkpoints.py)
+resume_contract.py  the config fields a resume must keep (recorded in each checkpoint)
+preemption.py  SIGTERM / Ctrl-C / JAX's multi-host sync point -> save at the next step
 validate.py    the trainer's config checks
 """
