@@ -28,11 +28,15 @@ _NOT_COPIED = (".git", "__pycache__", ".pytest_cache", ".ruff_cache", "*.pyc", "
                ".whl")
 _NOT_COPIED_AT_TOP = ("runs", "workdir")  # .gitignore's /runs/ and /workdir*/
 
-# The smallest pretraining that still exercises every part a user sees: two steps of
-# batch 16 (checkpoints at steps 1 and 2), the kNN monitor on 200 images at the last step.
+# The smallest pretraining that still exercises every part a user sees: MoCo + AugSelf
+# (momentum targets and a queue: the most state to resume), two steps of batch 16
+# (checkpoints at steps 1 and 2), a 24-row queue (2 x 16 keys wrap around it), the kNN
+# monitor on 200 images at the last step.
+TINY_RUN_CONFIG = "configs/moco_augself.py:shapes"
 TINY_RUN_FLAGS = ("--config.total_steps=2", "--config.batch_size=16",
                   "--config.checkpoint_every=1", "--config.log_every=1",
-                  "--config.knn_every=2", "--config.knn_max_examples=200")
+                  "--config.knn_every=2", "--config.knn_max_examples=200",
+                  "--config.method.queue_size=24")
 
 
 def copy_checkout(dest) -> str:
@@ -62,14 +66,18 @@ def run_command(args, cwd, timeout=600):
                           timeout=timeout)
 
 
+def tiny_run_command(workdir, data_dir):
+    """The tiny run's `python main.py` arguments, for `workdir` (relative)."""
+    return ["main.py", f"--config={TINY_RUN_CONFIG}", f"--workdir={workdir}", *TINY_RUN_FLAGS,
+            f"--config.data.data_dir={data_dir}"]
+
+
 @pytest.fixture(scope="session")
 def tiny_run(shapes_data_dir, tmp_path_factory):
     """One tiny `python main.py` run shared by the end-to-end tests: (checkout copy, the
     relative workdir, the completed process). Tests must not write into its workdir except
     through evaluate.py (each test that needs results of its own copies it)."""
     checkout = copy_checkout(tmp_path_factory.mktemp("tiny_run") / "checkout")
-    r = run_command(["main.py", "--config=configs/simclr_augself.py:shapes",
-                     "--workdir=runs/tiny", *TINY_RUN_FLAGS,
-                     f"--config.data.data_dir={shapes_data_dir}"], cwd=checkout)
+    r = run_command(tiny_run_command("runs/tiny", shapes_data_dir), cwd=checkout)
     assert r.returncode == 0, r.stderr[-3000:]
     return checkout, "runs/tiny", r

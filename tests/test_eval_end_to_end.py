@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import run_command
+from conftest import TINY_RUN_CONFIG, run_command
 from sklearn.neighbors import KNeighborsClassifier
 from test_methods_support import FAST
 from test_train_support import load_config
@@ -22,7 +22,7 @@ from test_train_support import load_config
 from augself_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = "configs/simclr_augself.py:shapes"
+CONFIG = TINY_RUN_CONFIG
 TASKS = {"shapes/shape", "shapes/hue", "shapes/position", "shapes/size"}
 PROTOCOLS = {"linear", "fewshot", "knn", "sensitivity", "probe"}
 # Evaluation at tiny sizes: every protocol runs, each on a few hundred images.
@@ -33,8 +33,9 @@ QUICK_EVAL = ["--config.eval.max_examples=300", "--config.eval.linear.l2_num=3",
 
 def _tiny_config(data_dir):
     """The config the tiny run trained (conftest.TINY_RUN_FLAGS), for restoring it here."""
-    c = load_config("simclr_augself", "shapes")
+    c = load_config("moco_augself", "shapes")
     c.batch_size = 16
+    c.method.queue_size = 24
     c.data.data_dir = data_dir
     return c
 

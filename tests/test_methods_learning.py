@@ -97,6 +97,9 @@ def test_loss_falls(method, shapes_data_dir):
     _falls(train(shapes_config(method, shapes_data_dir), lr=lr))
 
 
+# Slow: 40 steps on the built-in dataset (one to two minutes on 2 cores); every method's loss
+# runs in the default suite through the real step (test_train_experiments).
+@SLOW
 def test_simclr_learns_and_augself_color_head_beats_predicting_zero(shapes_data_dir):
     from augself_jax.aware.augself import pair_targets
     from augself_jax.aware.vectors import Ranges

@@ -1,6 +1,7 @@
 """Two CPU processes joined by jax.distributed on localhost (launch/local_multiprocess.sh)
-train the same model as one process fed the same global batches (about a minute: in the
-default suite, because it is the only test of real multi-process training)."""
+train the same model as one process fed the same global batches. Slow (one to three
+minutes): the default suite's real two-process run is the README's local_multiprocess.sh
+command in test_launch; this one adds the parity of the updates."""
 
 import os
 import socket
@@ -9,6 +10,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 from test_train_support import ROOT, host_leaves, load_config, to_global
 
 from augself_jax import checkpoints
@@ -44,6 +46,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(shapes_data_dir, tmp_path):
     workdir = tmp_path / "two"
     flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
