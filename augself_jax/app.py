@@ -45,18 +45,27 @@ _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 # TensorFlow's C++ start-up banners (oneDNN, CPU features) would bury the progress lines;
 # set before TensorFlow is first imported. An explicit value in the environment wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_CHATTY_LIBRARIES = ("orbax", "tensorflow_datasets", "clu", "xla_bridge")
+_CHATTY_LIBRARIES = ("orbax", "tensorflow_datasets", "clu", "xla_bridge", "asyncio")
 
 
 def quiet_library_logs() -> None:
     """Orbax logs every save, TFDS every dataset it opens, clu's ReportProgress the rate our
     progress line already shows, JAX each platform it did not find, all at INFO; keep their
-    warnings, drop the rest (pass -v 1 to see everything)."""
-    if flags.FLAGS["verbosity"].present:
+    warnings, drop the rest (pass -v 1 to see everything). Their errors keep their line but
+    not their traceback: a failed background save is Orbax's multi-screen traceback, and
+    the trainer reports it in one line of its own."""
+    if flags.FLAGS["verbosity"].present or _VERBOSE.value:
         return
-    handler = logging.get_absl_handler()
-    handler.addFilter(lambda r: r.levelno >= logging.converter.STANDARD_WARNING
-                      or not any(lib in r.pathname for lib in _CHATTY_LIBRARIES))
+
+    def keep(record) -> bool:
+        if not any(lib in record.pathname for lib in _CHATTY_LIBRARIES):
+            return True
+        if record.levelno < logging.converter.STANDARD_WARNING:
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+    logging.get_absl_handler().addFilter(keep)
 
 
 def hide_accelerators_from_tensorflow() -> None:
