@@ -152,6 +152,7 @@ class TrainCheckpointer:
         self._dir = checkpoint_dir(workdir)
         self._manager = _manager(workdir, keep=keep, async_save=async_save)
         self._pending_step: int | None = None  # the save that may still be in flight
+        self._last_attempted: int | None = None
         self._last_committed: int | None = self._manager.latest_step()
         self._closed = False
 
@@ -169,7 +170,13 @@ class TrainCheckpointer:
         """The newest step known to be complete on disk (a pending save is not counted)."""
         return self._last_committed
 
+    def _committed(self, step: int) -> bool:
+        """Whether `step` is complete on disk: Orbax writes this marker last (and, on a local
+        disk, renames the temporary directory only after it)."""
+        return (self._dir / str(step) / "commit_success.txt").exists()
+
     def _save_failed(self, step: int | None, error: BaseException) -> CheckpointError:
+        step = step if step is not None else self._last_attempted
         where = self._dir / str(step) if step is not None else self._dir
         last = (f"step {self._last_committed} in {self._dir}" if self._last_committed is not None
                 else "none")
@@ -186,17 +193,19 @@ class TrainCheckpointer:
             raise self._save_failed(step, e) from e
 
     def check_for_errors(self) -> None:
-        """Raises CheckpointError now if the pending background save has failed."""
+        """Raises CheckpointError now if the pending background save has failed; records it
+        as the last good one once its commit marker is on disk."""
         self._settled(self._manager.check_for_errors)
         if self._pending_step is not None and not self._manager.is_saving_in_progress():
             self._settled(self._manager.wait_until_finished)
-            self._last_committed, self._pending_step = self._pending_step, None
+            if self._committed(self._pending_step):
+                self._last_committed, self._pending_step = self._pending_step, None
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         """Starts a save; returns once the arrays are copied off the device (donation-safe).
         Waits for the previous save first, so its failure surfaces here at the latest."""
         self.wait()
-        self._pending_step = step
+        self._pending_step = self._last_attempted = step
         self._settled(lambda: self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(to_nested(state)), meta=ocp.args.JsonSave(meta)),
             force=True))
@@ -290,10 +299,23 @@ class TrainCheckpointer:
                f"trying the previous step")
         return str(target)
 
-    def wait(self) -> None:
-        self._settled(self._manager.wait_until_finished)
-        if self._pending_step is not None:
-            self._last_committed, self._pending_step = self._pending_step, None
+    def wait(self, timeout_s: float = 600.0) -> None:
+        """Blocks until the pending save is on disk; CheckpointError if it failed. Orbax may
+        start the save's finalize thread just after `save` returns, so the commit marker
+        (not the manager's say-so) decides."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._settled(self._manager.check_for_errors)
+            self._settled(self._manager.wait_until_finished)
+            if self._pending_step is None:
+                return
+            if self._committed(self._pending_step):
+                self._last_committed, self._pending_step = self._pending_step, None
+                return
+            if time.monotonic() > deadline:
+                self._settled(_raiser(TimeoutError(
+                    f"no commit marker after {timeout_s:.0f} s")))
+            time.sleep(0.05)
 
     def close(self) -> None:
         """Waits for the pending save (raising its failure) and releases the manager; a
@@ -305,6 +327,13 @@ class TrainCheckpointer:
             self.wait()
         finally:
             self._manager.close()
+
+
+def _raiser(error: Exception) -> Callable[[], None]:
+    def fail() -> None:
+        raise error
+
+    return fail
 
 
 def _sync(name: str) -> None:
