@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -509,3 +510,31 @@ def test_local_multiprocess(checkout, platform):
             assert "JAX_PLATFORMS=cpu" in cmd
         else:
             assert f"CUDA_VISIBLE_DEVICES={i}" in cmd
+
+
+def test_local_multiprocess_readme_command_runs_two_real_processes(shapes_data_dir, tmp_path):
+    """The README's command for real, from a full copy of the checkout: two main.py processes
+    joined by jax.distributed on localhost train one run. The one change is a shorter
+    schedule (the README's --config.total_steps=50 becomes 2); the port and the dataset
+    location come from the environment."""
+    args = readme_arguments("local_multiprocess.sh")
+    assert "--config.total_steps=50" in args and "--workdir=runs/mp" in args
+    args = [a.replace("--config.total_steps=50", "--config.total_steps=2") for a in args]
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(".git", "runs", "__pycache__",
+                                                              ".*cache"))
+    import socket
+
+    with socket.socket() as s:  # a free port, so parallel runs cannot collide
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = environment(PORT=str(port), TFDS_DATA_DIR=shapes_data_dir, PYTHON=sys.executable)
+    done = subprocess.run(["bash", "launch/local_multiprocess.sh", *args], cwd=root,
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = [(root / "runs" / "mp" / f"process_{i}.log").read_text() for i in range(2)]
+    assert "done: 2 steps" in logs[0]  # process 0 reports and writes
+    assert "done: 2 steps" not in logs[1]
+    assert (root / "runs" / "mp" / "checkpoints" / "2").is_dir()
+    for i, log in enumerate(logs):  # both joined one 2-process run over 2 devices
+        assert f"jax.distributed: process {i} of 2, 2 global devices" in log, log[-2000:]
