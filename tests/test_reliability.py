@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_train_support import ROOT, host_leaves, load_config
+from test_train_support import ROOT, config_with, host_leaves
 
 from augself_jax import checkpoints
 from augself_jax.errors import CheckpointError, ConfigError, DivergedError
@@ -37,15 +37,7 @@ CONFIG_FILE = os.path.join(ROOT, "configs", "simclr_augself.py")
 
 
 def _config(data_dir: str, **changes):
-    config = load_config("simclr_augself")
-    for key, value in {**OVERRIDES, **changes}.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    config.data.data_dir = data_dir
-    return config
+    return config_with({**OVERRIDES, **changes}, data_dir)
 
 
 def _flags(data_dir: str, **changes) -> list[str]:

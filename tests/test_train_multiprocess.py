@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from test_train_support import ROOT, host_leaves, load_config, to_global
+from test_train_support import ROOT, config_with, host_leaves, to_global
 
 from augself_jax import checkpoints
 from augself_jax.data.pipeline import make_pretrain_iterator
@@ -29,15 +29,7 @@ OVERRIDES = {
 
 def tiny_config_from(data_dir):
     """The config the command line's OVERRIDES make, built in-process."""
-    config = load_config("simclr_augself")
-    for key, value in OVERRIDES.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    config.data.data_dir = data_dir
-    return config
+    return config_with(OVERRIDES, data_dir)
 
 
 def _free_port() -> int:

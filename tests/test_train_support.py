@@ -23,6 +23,21 @@ def load_config(name: str, preset: str = "shapes") -> ml_collections.ConfigDict:
     return module.get_config(preset)
 
 
+def config_with(overrides: dict, data_dir: str,
+                name: str = "simclr_augself") -> ml_collections.ConfigDict:
+    """An experiment's shapes config with dotted-key `overrides` (as the command line's
+    `--config.a.b=v`) applied in-process, reading the dataset from `data_dir`."""
+    config = load_config(name)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    config.data.data_dir = data_dir
+    return config
+
+
 def tiny_config(name: str = "simclr_augself", *, batch: int = 16, steps: int = 4,
                 **method: object) -> ml_collections.ConfigDict:
     """The smallest config that still runs every part of the method: ResNet-18 of width 4."""
