@@ -46,7 +46,9 @@ def fake_gcs(monkeypatch, tmp_path):
     anything written to the local disk by mistake shows up there."""
     fs_class = type("FakeGCS", (_FakeGCS,), {"store": {}, "pseudo_dirs": [""]})
     fs = fs_class(skip_instance_cache=True)
-    monkeypatch.setenv("EPATH_USE_TF", "0")  # else epath hands gs:// to TensorFlow's GCS
+    # Else epath hands gs:// to TensorFlow's GCS client. Its check is cached for the process
+    # (functools.cache), so an earlier test's gs:// path would outlive an env override.
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
     monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "gs", _FakeGCSBackend(fs))
     monkeypatch.chdir(tmp_path)
     yield fs
