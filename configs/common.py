@@ -4,12 +4,17 @@ Each experiment file (`configs/simclr_augself.py`, ...) calls `base_config(prese
 and then sets its method, AugSelf weights or CASSLE switch. Every field can be
 overridden on the command line, e.g. `--config.optimizer.base_lr=0.05`.
 
-Presets: `stl10` (default), `imagenet100`, `cifar10`, `shapes` (the built-in dataset).
+Presets: `stl10` (default), `imagenet100`, `cifar10`, `shapes` (the built-in dataset), and
+the AugSelf reference's two STL-10 variants: `stl10_sol` (solarize with probability 0.5 after
+the colour jitter) and `stl10_rot` (a random 0/90/180/270-degree rotation with probability 0.5).
 """
 
 import ml_collections
 
-PRESETS = ("stl10", "imagenet100", "cifar10", "shapes")
+PRESETS = ("stl10", "imagenet100", "cifar10", "shapes", "stl10_sol", "stl10_rot")
+# A variant preset is its base preset with one augmentation switched on (the reference's
+# `--dataset stl10_sol` / `stl10_rot`: STL-10 with an extra op at probability 0.5).
+VARIANTS = {"stl10_sol": ("stl10", "solarize_prob"), "stl10_rot": ("stl10", "rotation_prob")}
 
 # The augmentations AugSelf can predict (METHOD.md section 2) and CASSLE can
 # describe (section 3).
@@ -50,8 +55,8 @@ def aug_config(preset: str) -> ml_collections.ConfigDict:
     c.blur_prob = 0.5
     c.blur_sigma = (0.1, 2.0)
     c.blur_kernel = 23 if preset == "imagenet100" else 9
-    c.solarize_prob = 0.0  # 0.5 in the `stl10_sol` variant
-    c.rotation_prob = 0.0  # 0.5 in the `stl10_rot` variant
+    c.solarize_prob = 0.0  # 0.5 in the `stl10_sol` preset
+    c.rotation_prob = 0.0  # 0.5 in the `stl10_rot` preset
     return c
 
 
@@ -165,6 +170,12 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     preset = preset or "stl10"
     if preset not in PRESETS:
         raise ValueError(f"config preset: unknown '{preset}'; allowed: {', '.join(PRESETS)}")
+    variant = VARIANTS.get(preset)
+    if variant is not None:
+        c = base_config(variant[0])
+        c.preset = preset
+        c.aug[variant[1]] = 0.5
+        return c
     c = ml_collections.ConfigDict()
     c.preset = preset
     c.seed = 0
