@@ -1,0 +1,92 @@
+"""What the step benchmarks share: a config per (method, variant) and the step's batch,
+either as synthetic numpy arrays (timing) or as abstract shapes (cost analysis).
+
+The batch has the layout the train step consumes (train/step.py STEP_KEYS): uint8 views
+and the METHOD.md parameter record per view, so the photometric ops run inside the step
+exactly as in training.
+"""
+
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs.common import base_config  # noqa: E402
+
+VARIANTS = ("plain", "augself", "cassle")
+
+# The parameter record of one view, per example: name -> (trailing shape, dtype).
+RECORD = {"crop": ((4,), np.float32), "flip": ((), np.float32), "color": ((4,), np.float32),
+          "color_applied": ((), np.float32), "color_order": ((4,), np.int32),
+          "color_mean_shift": ((3,), np.float32), "gray": ((), np.float32),
+          "blur": ((), np.float32), "solarize": ((), np.float32), "rotation": ((), np.int32)}
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered base method, so a newly added one is benchmarked too."""
+    from augself_jax.methods import METHODS
+
+    return tuple(METHODS)
+
+
+def make_config(method: str, variant: str, *, backbone: str = "resnet18",
+                stem: str = "cifar", width: int = 64, image_size: int = 32, batch: int = 256,
+                dtype: str = "float32", small_heads: bool = False,
+                preset: str = "stl10") -> ml_collections.ConfigDict:
+    """`method` plain, + AugSelf (the reference crop + colour heads) or + CASSLE (proj-cat)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant '{variant}'; allowed: {', '.join(VARIANTS)}")
+    c = base_config(preset)
+    c.batch_size = batch
+    c.data.image_size = image_size
+    c.model.update(backbone=backbone, stem=stem, width=width, dtype=dtype)
+    c.method.name = method
+    c.method.num_classes = 10
+    c.method.queue_size = max(batch, 4096)
+    c.total_steps = 1000
+    if small_heads:
+        c.method.update(proj_hidden=512, proj_out=128, pred_hidden=512)
+    if variant == "augself":
+        c.augself.crop = c.augself.color = 1.0
+    if variant == "cassle":
+        c.cassle.enabled = True
+    return c
+
+
+def synthetic_batch(b: int, size: int, seed: int = 0) -> dict:
+    """A host batch of the step's layout with plausible parameter values."""
+    rng = np.random.default_rng(seed)
+
+    def record() -> dict:
+        return {"crop": rng.uniform(0, 0.5, (b, 4)).astype(np.float32),
+                "flip": rng.integers(0, 2, b).astype(np.float32),
+                "color": rng.uniform(0.6, 1.4, (b, 4)).astype(np.float32),
+                "color_applied": np.ones(b, np.float32),
+                "color_order": np.argsort(rng.uniform(size=(b, 4)), -1).astype(np.int32),
+                "color_mean_shift": np.zeros((b, 3), np.float32),
+                "gray": rng.integers(0, 2, b).astype(np.float32),
+                "blur": rng.uniform(0.1, 2.0, b).astype(np.float32),
+                "solarize": np.ones(b, np.float32),
+                "rotation": np.zeros(b, np.int32)}
+
+    return {"view1": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+            "view2": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+            "params1": record(), "params2": record(),
+            "label": rng.integers(0, 10, b).astype(np.int32)}
+
+
+def abstract_batch(b: int, size: int, sharding=None) -> dict:
+    """The step's batch as ShapeDtypeStructs: nothing is allocated."""
+    def spec(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+    def record() -> dict:
+        return {k: spec((b, *shape), dtype) for k, (shape, dtype) in RECORD.items()}
+
+    view = spec((b, size, size, 3), np.uint8)
+    return {"view1": view, "view2": view, "params1": record(), "params2": record(),
+            "label": spec((b,), np.int32)}
