@@ -11,15 +11,17 @@ the colour jitter) and `stl10_rot` (a random 0/90/180/270-degree rotation with p
 
 import ml_collections
 
+from augself_jax import augs
+
 PRESETS = ("stl10", "imagenet100", "cifar10", "shapes", "stl10_sol", "stl10_rot")
 # A variant preset is its base preset with one augmentation switched on (the reference's
 # `--dataset stl10_sol` / `stl10_rot`: STL-10 with an extra op at probability 0.5).
 VARIANTS = {"stl10_sol": ("stl10", "solarize_prob"), "stl10_rot": ("stl10", "rotation_prob")}
 
-# The augmentations AugSelf can predict (METHOD.md section 2) and CASSLE can
-# describe (section 3).
-AUGSELF_KEYS = ("crop", "color", "flip", "blur", "rotation", "solarize", "gray")
-CASSLE_KEYS = ("blur", "color", "color_diff", "crop", "flip", "grayscale")
+# The augmentations AugSelf can predict (METHOD.md section 2) and the keys CASSLE can
+# describe (section 3): whatever the augmentation registry (augself_jax/augs) holds.
+AUGSELF_KEYS = tuple(e.name for e in augs.augself_entries())
+CASSLE_KEYS = tuple(sorted(augs.descriptors()))
 
 
 def data_config(preset: str) -> ml_collections.ConfigDict:
@@ -39,24 +41,12 @@ def data_config(preset: str) -> ml_collections.ConfigDict:
 
 
 def aug_config(preset: str) -> ml_collections.ConfigDict:
-    """The two-view augmentation chain of METHOD.md section 1."""
-    c = ml_collections.ConfigDict()
-    c.crop_scale = (0.2, 1.0)
-    c.crop_ratio = (3 / 4, 4 / 3)
-    c.flip_prob = 0.5
-    c.color_prob = 0.8
-    # Effective jitter strengths are these times color_strength (s in {0.5, 1, 2}).
-    c.color_strength = 1.0
-    c.brightness = 0.4
-    c.contrast = 0.4
-    c.saturation = 0.4
-    c.hue = 0.1
-    c.gray_prob = 0.2  # also scaled by color_strength
-    c.blur_prob = 0.5
-    c.blur_sigma = (0.1, 2.0)
-    c.blur_kernel = 23 if preset == "imagenet100" else 9
-    c.solarize_prob = 0.0  # 0.5 in the `stl10_sol` preset
-    c.rotation_prob = 0.0  # 0.5 in the `stl10_rot` preset
+    """The two-view augmentation chain of METHOD.md section 1: every registered
+    augmentation's fields and defaults (each documented in its augself_jax/augs module)."""
+    c = ml_collections.ConfigDict(augs.config_defaults())
+    if preset == "imagenet100":
+        c.blur_kernel = 23  # the reference's kernel at 224 px (9 at 96 px)
+    # solarize_prob and rotation_prob are 0 here; the stl10_sol / stl10_rot presets set 0.5.
     return c
 
 
@@ -101,7 +91,7 @@ def cassle_config() -> ml_collections.ConfigDict:
     c.enabled = False
     # Comma-separated subset of CASSLE_KEYS; concatenated in sorted order.
     # (Not `keys`: that name is ConfigDict's own method and cannot be overridden.)
-    c.descriptor_keys = "blur,color,color_diff,crop,grayscale"
+    c.descriptor_keys = "blur,color,color_diff,crop,gray"
     c.mode = "proj-cat"  # raw | proj-cat | proj-add | proj-mul
     c.depth = 6
     c.width = 64

@@ -3,11 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
 
+from augself_jax.augs import Ranges
 from augself_jax.aware.augself import HEADS, augself_losses, enabled_augs, pair_targets
-from augself_jax.aware.vectors import Ranges
 
 # View a: flipped, jitter ran; view b: not flipped, jitter did not run (identity record).
 A = {"crop": [0.1, 0.2, 0.5, 0.4], "flip": 1.0, "color": [1.2, 0.8, 1.0, 0.05],
@@ -56,11 +55,32 @@ def test_jitter_not_applied_is_zero_whatever_the_factors():
     np.testing.assert_allclose(targets(stale, B)["color"], 0.0, atol=1e-7)
 
 
-def test_color_strength_scales_the_normalisation():
+def _ranges(strength, hue=0.1):
     config = tiny_config()
-    config.aug.color_strength = 2.0
-    r = Ranges.from_config(config)
-    assert (r.brightness, r.hue, r.blur_max) == pytest.approx((0.8, 0.2, 2.0))
+    config.aug.color_strength = strength
+    config.aug.hue = hue
+    return Ranges.from_config(config)
+
+
+def test_color_strength_scales_and_clamps_the_ranges_as_kornia():
+    r = _ranges(2.0)  # 0.4 x 2 = 0.8: inside every bound
+    np.testing.assert_allclose(r.jitter_low, (0.2, 0.2, 0.2, -0.2), atol=1e-7)
+    np.testing.assert_allclose(r.jitter_high, (1.8, 1.8, 1.8, 0.2), atol=1e-7)
+    assert r.blur_max == 2.0
+    # 0.4 x 3 = 1.2: brightness clamped to [0, 2]; contrast, saturation only below (>= 0);
+    # hue 0.2 x 3 = 0.6 clamped to [-0.5, 0.5].
+    r = _ranges(3.0, hue=0.2)
+    np.testing.assert_allclose(r.jitter_low, (0.0, 0.0, 0.0, -0.5), atol=1e-7)
+    np.testing.assert_allclose(r.jitter_high, (2.0, 2.2, 2.2, 0.5), atol=1e-7)
+
+
+def test_color_vector_divides_by_the_clamped_width():
+    a = dict(A, color=[1.5, 1.5, 0.45, 0.25])
+    fn = jax.jit(lambda pa, pb: pair_targets(pa, pb, _ranges(3.0, hue=0.2), augs=("color",)),
+                 compiler_options=FAST)
+    got = np.asarray(fn(batched(a), batched(B))["color"])[0]
+    # widths 2, 2.2, 2.2, 1 (not 2 x 1.2 = 2.4 or 2 x 0.6 = 1.2 unclamped).
+    np.testing.assert_allclose(got, [0.5 / 2.0, 0.5 / 2.2, -0.55 / 2.2, 0.25], atol=1e-6)
 
 
 def test_one_head_per_augmentation_with_positive_weight():

@@ -7,8 +7,8 @@ import pytest
 from test_augself import A, B, batched
 from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
 
+from augself_jax.augs import Ranges
 from augself_jax.aware.cassle import descriptor, descriptor_dim, parse_keys
-from augself_jax.aware.vectors import Ranges
 from augself_jax.methods import Momentum
 
 
@@ -23,16 +23,28 @@ def test_keys_are_sorted_whatever_the_user_wrote():
     np.testing.assert_allclose(desc(A, "crop,color,blur"), desc(A, "blur,color,crop"))
 
 
+def test_descriptor_keys_errors_are_one_line_and_name_the_old_spelling():
+    from augself_jax.aware.cassle import check_keys
+    from augself_jax.errors import ConfigError
+
+    check_keys("blur,color,color_diff,crop,gray")
+    for keys, words in (("blur,grayscale", "now spelled 'gray'"), ("", "empty"),
+                        ("crop,hue", "unknown 'hue'"), ("crop,crop", "twice")):
+        with pytest.raises(ConfigError, match=words) as err:
+            check_keys(keys)
+        assert "\n" not in str(err.value) and "cassle.descriptor_keys" in str(err.value)
+
+
 def test_descriptor_hand_computed():
     # A: sigma 1.0 -> 0.5; w = (0.25, -0.25, 0, 0.25); flipped: cx = 1 - (0.2 + 0.2) = 0.6.
     np.testing.assert_allclose(
-        desc(A, "crop,color,blur,flip,grayscale,color_diff"),
+        desc(A, "crop,color,blur,flip,gray,color_diff"),
         [0.5, 0.25, -0.25, 0.0, 0.25, 0.01, 0.02, 0.03, 0.35, 0.6, 0.5, 0.4, 1.0, 0.0], atol=1e-6)
     # B: jitter not applied -> colour zeros; not flipped: cx = 0.1 + 0.4.
-    np.testing.assert_allclose(desc(B, "blur,color,color_diff,crop,grayscale"),
+    np.testing.assert_allclose(desc(B, "blur,color,color_diff,crop,gray"),
                                [0, 0, 0, 0, 0, 0, 0, 0, 0.6, 0.5, 0.6, 0.8, 1.0], atol=1e-6)
     assert desc(A, "blur", reference=True)[0] == pytest.approx(1.0)  # raw sigma
-    assert descriptor_dim(parse_keys("blur,color,color_diff,crop,grayscale")) == 13
+    assert descriptor_dim(parse_keys("blur,color,color_diff,crop,gray")) == 13
 
 
 @pytest.mark.parametrize("mode,enc_out,proj_in", [("proj-cat", 8, 32 + 8), ("proj-add", 32, 32),

@@ -1,4 +1,5 @@
-"""Device-side photometric ops against plain NumPy / colorsys references written here."""
+"""Device-side photometric ops (the registry's DEVICE entries) against plain NumPy /
+colorsys references written here."""
 
 import colorsys
 
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from augself_jax.augs import blur, color, gray, solarize
 from augself_jax.data import photometric as ph
 
 ATOL = 3e-5
@@ -76,21 +78,22 @@ NP_OPS = (np_brightness, np_contrast, np_saturation, np_hue)
 def test_hsv_round_trip_and_hue_rotation():
     x = _images()
     zero = jnp.zeros(len(x))
-    np.testing.assert_allclose(ph.adjust_hue(x, zero), x, atol=ATOL)
-    np.testing.assert_allclose(ph.adjust_saturation(x, zero + 1), x, atol=ATOL)
+    np.testing.assert_allclose(color.adjust_hue(x, zero), x, atol=ATOL)
+    np.testing.assert_allclose(color.adjust_saturation(x, zero + 1), x, atol=ATOL)
     shifts = np.array([0.1, -0.07, 0.5], np.float32)
-    got = ph.adjust_hue(x, shifts)
+    got = color.adjust_hue(x, shifts)
     for i in range(len(x)):
         np.testing.assert_allclose(got[i], np_hue(x[i], float(shifts[i])), atol=ATOL)
     # A full turn is the identity.
-    np.testing.assert_allclose(ph.adjust_hue(x, zero + 1.0), x, atol=ATOL)
+    np.testing.assert_allclose(color.adjust_hue(x, zero + 1.0), x, atol=ATOL)
 
 
 @pytest.mark.parametrize("op", range(4))
 def test_each_jitter_op_matches_numpy(op):
     x = _images()
     factors = np.array([0.6, 1.0, 1.4], np.float32) if op < 3 else np.array([-0.1, 0.0, 0.1])
-    fn = (ph.adjust_brightness, ph.adjust_contrast, ph.adjust_saturation, ph.adjust_hue)[op]
+    fn = (color.adjust_brightness, color.adjust_contrast, color.adjust_saturation,
+          color.adjust_hue)[op]
     got = np.asarray(fn(jnp.asarray(x), jnp.asarray(factors, jnp.float32)))
     for i in range(len(x)):
         np.testing.assert_allclose(got[i], NP_OPS[op](x[i], float(factors[i])), atol=ATOL)
@@ -99,54 +102,55 @@ def test_each_jitter_op_matches_numpy(op):
 def test_contrast_blends_with_the_mean_gray():
     x = np.zeros((1, 2, 2, 3), np.float32)
     x[0, 0, 0] = (1, 0, 0)  # gray 0.2989 in one of four pixels
-    got = ph.adjust_contrast(x, jnp.array([0.0]))  # factor 0: the mean gray everywhere
+    got = color.adjust_contrast(x, jnp.array([0.0]))  # factor 0: the mean gray everywhere
     np.testing.assert_allclose(got, np.full_like(x, 0.2989 / 4), atol=1e-6)
 
 
 def test_grayscale_weights_and_only_where_applied():
     x = _images()
-    got = np.asarray(ph.grayscale(x, jnp.array([1.0, 0.0, 1.0])))
+    got = np.asarray(gray.grayscale(x, jnp.array([1.0, 0.0, 1.0])))
     np.testing.assert_allclose(got[0], np_gray(x[0]), atol=1e-6)
     np.testing.assert_array_equal(got[1], x[1])
     pure = np.zeros((1, 1, 1, 3), np.float32)
     pure[..., 1] = 1.0
-    assert float(ph.grayscale(pure, jnp.ones(1))[0, 0, 0, 0]) == pytest.approx(0.587)
+    assert float(gray.grayscale(pure, jnp.ones(1))[0, 0, 0, 0]) == pytest.approx(0.587)
 
 
 def test_blur_reflect_padding_matches_numpy():
     x = _images(n=2, size=12)
     sig = np.array([1.3, 0.0], np.float32)
-    got = np.asarray(ph.gaussian_blur(jnp.asarray(x), jnp.asarray(sig), kernel_size=9))
+    got = np.asarray(blur.gaussian_blur(jnp.asarray(x), jnp.asarray(sig), kernel_size=9))
     np.testing.assert_allclose(got[0], np_blur(x[0].astype(np.float64), 1.3, 9), atol=ATOL)
     np.testing.assert_array_equal(got[1], x[1])  # sigma 0: not applied
     # Reflect padding keeps a constant image constant (zero padding would darken borders).
     const = np.full((1, 12, 12, 3), 0.7, np.float32)
-    np.testing.assert_allclose(ph.gaussian_blur(const, jnp.array([2.0]), kernel_size=9), const,
+    np.testing.assert_allclose(blur.gaussian_blur(const, jnp.array([2.0]), kernel_size=9), const,
                                atol=1e-6)
 
 
 def test_solarize_threshold_and_not_applied():
     x = _images()
-    got = np.asarray(ph.solarize(x, jnp.array([0.5, 1.0, 0.0])))
+    got = np.asarray(solarize.solarize(x, jnp.array([0.5, 1.0, 0.0])))
     np.testing.assert_allclose(got[0], np_solarize(x[0], 0.5), atol=1e-7)
     np.testing.assert_array_equal(got[1], x[1])  # threshold 1 = not applied, even at 1.0
     np.testing.assert_allclose(got[2], 1 - x[2], atol=1e-7)
 
 
 def _np_chain(x, rec, kernel):
-    """The whole photometric chain in NumPy for one example."""
+    """The whole photometric chain in NumPy for one example, in METHOD.md's order:
+    jitter, solarize (right after it, as the reference's stl10_sol), grayscale, blur."""
     before = x.astype(np.float64)
     y = before
     if rec["color_applied"]:
         for op in rec["color_order"]:
             y = NP_OPS[op](y, float(rec["color"][op]))
     shift = before.mean((0, 1)) - y.mean((0, 1)) if rec["color_applied"] else np.zeros(3)
+    if rec["solarize"] < 1:
+        y = np_solarize(y, float(rec["solarize"]))
     if rec["gray"]:
         y = np_gray(y)
     if rec["blur"] > 0:
         y = np_blur(y, float(rec["blur"]), kernel)
-    if rec["solarize"] < 1:
-        y = np_solarize(y, float(rec["solarize"]))
     return y, shift
 
 
@@ -159,7 +163,7 @@ def test_apply_photometric_follows_the_recorded_order_and_fills_mean_shift():
                            rng.uniform(0.6, 1.4, n), rng.uniform(-0.1, 0.1, n)], 1),
         "color_order": np.stack([rng.permutation(4) for _ in range(n)]).astype(np.int32),
         "color_applied": np.array([1, 1, 1, 1, 0, 1], np.float32),
-        "gray": np.array([0, 1, 0, 0, 0, 0], np.float32),
+        "gray": np.array([0, 1, 0, 1, 0, 0], np.float32),
         "blur": np.array([0, 0, 1.2, 0, 0.5, 0], np.float32),
         "solarize": np.array([1, 1, 1, 0.4, 1, 0.7], np.float32),
         "color_mean_shift": np.zeros((n, 3), np.float32),
@@ -176,6 +180,13 @@ def test_apply_photometric_follows_the_recorded_order_and_fills_mean_shift():
         np.testing.assert_allclose(out[i], want, atol=1e-4, err_msg=f"example {i}")
         np.testing.assert_allclose(rec["color_mean_shift"][i], shift, atol=1e-5)
     assert float(jnp.abs(rec["color_mean_shift"][4]).max()) == 0.0
+    # Example 3 is solarized and grayed: the other order (gray first) is another image.
+    jittered = np.asarray(out[3])
+    r3 = {k: np.asarray(v[3]) for k, v in params.items()}
+    y = views[3] / 255.0
+    for op in r3["color_order"]:
+        y = NP_OPS[op](y, float(r3["color"][op]))
+    assert np.abs(np_solarize(np_gray(y), float(r3["solarize"])) - jittered).max() > 1e-2
     # The order matters: the same factors in another order give another image.
     swapped = dict(params, color_order=params["color_order"][:, ::-1].copy())
     assert float(jnp.abs(fn(views, swapped)[0][:4] - out[:4]).max()) > 1e-3

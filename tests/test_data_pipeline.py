@@ -9,7 +9,9 @@ import numpy as np
 import PIL.Image
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
+from augself_jax.augs import crop
 from augself_jax.data import augment, global_batch, pipeline, shapes, source, validate
 from augself_jax.errors import ConfigError
 from configs.common import base_config
@@ -41,7 +43,7 @@ def _batches(src, aug, *, b, spe, start=0, count=1, size=16, seed=0, process_ind
     ds = pipeline.pretrain_dataset(src, seed=seed, aug=aug, image_size=size, local_batch=b,
                                    steps_per_epoch=spe, start_step=start,
                                    process_index=process_index)
-    return list(itertools.islice(ds.as_numpy_iterator(), count))
+    return [pipeline.unpack_batch(b) for b in itertools.islice(ds.as_numpy_iterator(), count)]
 
 
 def _tree_equal(a, b):
@@ -77,7 +79,7 @@ def _torchvision_box(u, height, width, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
 @pytest.mark.parametrize("height,width", [(64, 64), (375, 500), (10, 100), (100, 10)])
 def test_crop_box_follows_torchvision(height, width):
     u = np.random.default_rng(height + width).uniform(size=(200, 40))
-    got = augment.crop_box(tf.constant(u), height, width, (0.2, 1.0), (3 / 4, 4 / 3)).numpy()
+    got = crop.crop_box(tf.constant(u), height, width, (0.2, 1.0), (3 / 4, 4 / 3)).numpy()
     want = np.array([_torchvision_box(row, height, width) for row in u])
     np.testing.assert_array_equal(got, want)
 
@@ -141,6 +143,33 @@ def test_color_strength_scales_ranges_and_gray_probability():
     assert _within(p["gray"].mean(), 0.4, n)
 
 
+def test_large_color_strength_is_clamped_as_kornia():
+    n = 20000
+    aug = _aug(color_strength=3.0, hue=0.2, gray_prob=0.2)  # 0.4 x 3 = 1.2, hue 0.6
+    u = tf.random.stateless_uniform([n, augment.NUM_UNIFORMS], seed=[7, 8], dtype=tf.float64)
+    p = {k: v.numpy() for k, v in augment.sample_params(u, 32, 32, aug).items()}
+    on = p["color_applied"] > 0
+    b, c, s, h = p["color"][on].T
+    assert b.min() >= 0.0 and b.max() <= 2.0 and b.max() > 1.98  # brightness in [0, 2]
+    assert c.min() >= 0.0 and c.max() > 2.15 and s.max() > 2.15  # only the lower bound
+    np.testing.assert_allclose(np.mean(b < 1.0), 0.5, atol=0.02)  # uniform on [0, 2]
+    assert h.min() >= -0.5 and h.max() <= 0.5 and h.max() > 0.49  # hue in [-0.5, 0.5]
+
+
+def test_record_packs_into_one_vector_and_back():
+    aug = _aug(solarize_prob=0.5, rotation_prob=0.5)
+    u = tf.random.stateless_uniform([64, augment.NUM_UNIFORMS], seed=[9, 9], dtype=tf.float64)
+    params = augment.sample_params(u, 40, 30, aug)
+    packed = augment.pack(params).numpy()
+    assert packed.shape == (64, augment.PACKED_SIZE) and packed.dtype == np.float32
+    back = augment.unpack(packed)
+    assert set(back) == METHOD_KEYS
+    for key in METHOD_KEYS:
+        want = params[key].numpy()
+        assert back[key].dtype == want.dtype, key
+        np.testing.assert_array_equal(back[key], want, err_msg=key)
+
+
 def test_disabled_ops_record_their_identity():
     aug = _aug(flip_prob=0.0, color_prob=0.0, gray_prob=0.0, blur_prob=0.0)
     u = tf.random.stateless_uniform([500, augment.NUM_UNIFORMS], seed=[5, 6], dtype=tf.float64)
@@ -163,9 +192,9 @@ def test_views_are_reproduced_from_their_records():
         for i, idx in enumerate(batch["index"]):
             image = images[idx]
             box = np.round(rec["crop"][i] * [40, 40, 40, 40]).astype(np.int32)
-            redo = augment.apply_geometric(tf.constant(image), tf.constant(box),
-                                           tf.constant(rec["flip"][i]),
-                                           tf.constant(rec["rotation"][i]), 24).numpy()
+            redo = augment.apply_geometric(
+                tf.constant(image), {"crop_px": tf.constant(box), "flip": rec["flip"][i],
+                                     "rotation": rec["rotation"][i]}, 24).numpy()
             np.testing.assert_array_equal(redo, batch[f"view{v}"][i])
             rotations += rec["rotation"][i] > 0
             flips += rec["flip"][i] > 0
@@ -241,23 +270,28 @@ def test_make_pretrain_iterator(shapes_data_dir):
     assert b["params1"]["color_order"].dtype == np.int32
     assert b["params1"]["rotation"].dtype == np.int32
     # Labels are the dataset's `shape` labels of the recorded indices.
-    full = source.load_source("shapes", shapes_data_dir, "train", 0, 1)
-    np.testing.assert_array_equal(b["label"], full.labels[b["index"]])
+    stored = tfds.builder("augself_shapes", data_dir=shapes_data_dir).as_data_source("train")
+    np.testing.assert_array_equal(b["label"], [stored[int(i)]["shape"] for i in b["index"]])
     resumed = pipeline.make_pretrain_iterator(config, start_step=2, process_index=0,
                                               process_count=1)
     assert _tree_equal(next(resumed), batches[2])
     assert pipeline.steps_per_epoch(config, process_index=0, process_count=1) == 20000 // 16
 
 
+def _read_all(src) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in src.lookup(tf.range(len(src), dtype=tf.int64)).items()}
+
+
 def test_shards_are_disjoint_and_complete(shapes_data_dir):
-    full = source.load_source("shapes", shapes_data_dir, "train", 0, 1)
-    shards = [source.load_source("shapes", shapes_data_dir, "train", p, 3) for p in range(3)]
-    indices = np.concatenate([s.indices for s in shards])
+    full = _read_all(source.load_source("shapes", shapes_data_dir, "train", 0, 1))
+    shards = [_read_all(source.load_source("shapes", shapes_data_dir, "train", p, 3))
+              for p in range(3)]
+    indices = np.concatenate([s["index"] for s in shards])
     assert len(set(indices.tolist())) == len(indices) == 3 * (20000 // 3)
     np.testing.assert_array_equal(np.sort(indices), np.arange(3 * (20000 // 3)))
     for s in shards:
-        np.testing.assert_array_equal(s.labels, full.labels[s.indices])
-        assert s.images[5] == full.images[s.indices[5]]
+        np.testing.assert_array_equal(s["label"], full["label"][s["index"]])
+        assert s["image"][5] == full["image"][s["index"][5]]
     # Simulated hosts: each reads only its shard; batches of global_batch / process_count.
     config = base_config("shapes")
     config.data.data_dir = shapes_data_dir
@@ -266,7 +300,7 @@ def test_shards_are_disjoint_and_complete(shapes_data_dir):
     for p in range(3):
         batch = next(pipeline.make_pretrain_iterator(config, process_index=p, process_count=3))
         assert batch["view1"].shape[0] == 8
-        assert set(batch["index"].tolist()) <= set(shards[p].indices.tolist())
+        assert set(batch["index"].tolist()) <= set(shards[p]["index"].tolist())
         seen.append(batch["index"])
     assert len(set(np.concatenate(seen).tolist())) == 24
 

@@ -101,8 +101,8 @@ def test_loss_falls(method, shapes_data_dir):
 # runs in the default suite through the real step (test_train_experiments).
 @SLOW
 def test_simclr_learns_and_augself_color_head_beats_predicting_zero(shapes_data_dir):
+    from augself_jax.augs import Ranges
     from augself_jax.aware.augself import pair_targets
-    from augself_jax.aware.vectors import Ranges
 
     config = shapes_config("simclr", shapes_data_dir, color=1.0, crop=1.0)
     history = train(config, lr=0.2, steps=40)

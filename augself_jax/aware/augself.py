@@ -1,4 +1,6 @@
-"""AugSelf (METHOD.md section 2): heads that predict the parameter difference of two views."""
+"""AugSelf (METHOD.md section 2): heads that predict the parameter difference of two views.
+
+The targets, head sizes and losses are the registry's (`augself_jax.augs`)."""
 
 from typing import Any
 
@@ -7,19 +9,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from augself_jax.aware.vectors import Ranges, blur_value, color_vector, crop_box
+from augself_jax import augs as registry
+from augself_jax.augs import Ranges
 from augself_jax.models.mlp import MLP
 
-# aug -> (head output dim, loss kind)
-HEADS = {
-    "crop": (4, "mse"),
-    "color": (4, "mse"),
-    "flip": (1, "bce"),
-    "blur": (1, "mse"),
-    "rotation": (4, "ce"),
-    "solarize": (1, "mse"),
-    "gray": (1, "bce"),
-}
+# aug -> (head output dim, loss kind), for every augmentation that has an AugSelf target.
+HEADS = {e.name: (e.augself.dim, e.augself.loss) for e in registry.augself_entries()}
 
 
 def enabled_augs(augself_config) -> tuple[tuple[str, float], ...]:
@@ -30,37 +25,10 @@ def enabled_augs(augself_config) -> tuple[tuple[str, float], ...]:
 
 
 def pair_targets(
-    pa: dict, pb: dict, ranges: Ranges, *, reference: bool = False, augs=tuple(HEADS)
+    pa: dict, pb: dict, ranges: Ranges, *, reference: bool = False, augs: tuple = tuple(HEADS)
 ) -> dict[str, jax.Array]:
     """Targets for the ordered pair (view a, view b), batched over the leading axis."""
-    out = {}
-    if "crop" in augs:
-        # Offsets in view a's frame: mirror both x-centres when view a is flipped.
-        mirror = jnp.asarray(pa["flip"], jnp.float32)
-        out["crop"] = crop_box(pa, mirror) - crop_box(pb, mirror)
-    if "color" in augs:
-        out["color"] = color_vector(pa, ranges) - color_vector(pb, ranges)
-    if "flip" in augs:
-        out["flip"] = (jnp.asarray(pa["flip"]) == jnp.asarray(pb["flip"])).astype(jnp.float32)[
-            ..., None
-        ]
-    if "blur" in augs:
-        out["blur"] = (
-            blur_value(pa, ranges, raw=reference) - blur_value(pb, ranges, raw=reference)
-        )[..., None]
-    if "rotation" in augs:
-        out["rotation"] = jnp.mod(
-            jnp.asarray(pa["rotation"], jnp.int32) - jnp.asarray(pb["rotation"], jnp.int32), 4
-        )
-    if "solarize" in augs:
-        out["solarize"] = (
-            jnp.asarray(pa["solarize"], jnp.float32) - jnp.asarray(pb["solarize"], jnp.float32)
-        )[..., None]
-    if "gray" in augs:
-        out["gray"] = (jnp.asarray(pa["gray"]) == jnp.asarray(pb["gray"])).astype(jnp.float32)[
-            ..., None
-        ]
-    return out
+    return {a: registry.get(a).augself.target(pa, pb, ranges, reference) for a in augs}
 
 
 def head_loss(kind: str, pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -98,12 +66,12 @@ def augself_losses(
     reference: bool = False,
 ) -> dict[str, jax.Array]:
     """Per-aug loss over both orders: rows [y1, y2] -> t(1, 2) and [y2, y1] -> t(2, 1)."""
-    augs = tuple(heads.keys())
+    names = tuple(heads.keys())
     x = jnp.concatenate([jnp.concatenate([y1, y2], -1), jnp.concatenate([y2, y1], -1)], 0)
-    t12 = pair_targets(p1, p2, ranges, reference=reference, augs=augs)
-    t21 = pair_targets(p2, p1, ranges, reference=reference, augs=augs)
+    t12 = pair_targets(p1, p2, ranges, reference=reference, augs=names)
+    t21 = pair_targets(p2, p1, ranges, reference=reference, augs=names)
     losses = {}
-    for a in augs:
+    for a in names:
         target = jnp.concatenate([t12[a], t21[a]], 0)
         losses[a] = head_loss(HEADS[a][1], heads[a](x), target)
     return losses

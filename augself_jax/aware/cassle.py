@@ -7,16 +7,37 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from augself_jax.aware.vectors import Ranges, blur_value, color_vector, crop_box
+from augself_jax import augs
+from augself_jax.augs import Ranges
+from augself_jax.errors import ConfigError
 from augself_jax.models.mlp import MLP
 
-KEY_DIMS = {"blur": 1, "color": 4, "color_diff": 3, "crop": 4, "flip": 1, "grayscale": 1}
+# descriptor key -> size, for every key the registry's augmentations describe.
+KEY_DIMS = {k: d.dim for k, d in sorted(augs.descriptors().items())}
 MODES = ("raw", "proj-cat", "proj-add", "proj-mul")
+# Keys renamed to the record's spelling: old name -> new name.
+RENAMED = {"grayscale": "gray"}
 
 
 def parse_keys(keys: str) -> tuple[str, ...]:
     """'crop,blur' -> ('blur', 'crop'): the descriptor's order is alphabetical."""
     return tuple(sorted(k.strip() for k in keys.split(",") if k.strip()))
+
+
+def check_keys(keys: str) -> None:
+    """One ConfigError line for an empty, unknown, renamed or repeated descriptor key."""
+    names = [k.strip() for k in str(keys).split(",") if k.strip()]
+    allowed = ", ".join(KEY_DIMS)
+    if not names:
+        raise ConfigError(f"cassle.descriptor_keys: empty; allowed: {allowed}")
+    for k in names:
+        if k in RENAMED:
+            raise ConfigError(f"cassle.descriptor_keys: '{k}' is now spelled "
+                              f"'{RENAMED[k]}' (as the parameter record's key)")
+        if k not in KEY_DIMS:
+            raise ConfigError(f"cassle.descriptor_keys: unknown '{k}'; allowed: {allowed}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"cassle.descriptor_keys: '{keys}' names a key twice")
 
 
 def descriptor_dim(keys: tuple[str, ...]) -> int:
@@ -27,15 +48,9 @@ def descriptor(
     params: dict, keys: tuple[str, ...], ranges: Ranges, *, reference: bool = False
 ) -> jax.Array:
     """One view's descriptor [B, D]: its enabled keys concatenated in sorted order."""
-    parts = {
-        "blur": lambda: blur_value(params, ranges, raw=reference)[..., None],
-        "color": lambda: color_vector(params, ranges),
-        "color_diff": lambda: jnp.asarray(params["color_mean_shift"], jnp.float32),
-        "crop": lambda: crop_box(params, params["flip"]),
-        "flip": lambda: jnp.asarray(params["flip"], jnp.float32)[..., None],
-        "grayscale": lambda: jnp.asarray(params["gray"], jnp.float32)[..., None],
-    }
-    return jnp.concatenate([parts[k]() for k in sorted(keys)], axis=-1)
+    table = augs.descriptors()
+    return jnp.concatenate([table[k].value(params, ranges, reference) for k in sorted(keys)],
+                           axis=-1)
 
 
 def make_encoder(

@@ -79,7 +79,10 @@ def pretrain_dataset(src: source.ExampleSource, *, seed: int, aug: ml_collection
                      image_size: int, local_batch: int, steps_per_epoch: int,
                      start_step: int = 0, process_index: int = 0, record: bool = True,
                      num_parallel_calls: int = -1, prefetch: int = 2) -> tf.data.Dataset:
-    """The tf.data stream over an in-memory shard (see the module docstring)."""
+    """The tf.data stream over an in-memory shard (see the module docstring). With
+    `record`, each batch carries both views' records packed as 'params' float32
+    [b, 2, augment.PACKED_SIZE]; `unpack_batch` (done by PretrainIterator) restores
+    'params1' and 'params2'."""
     b, spe, n = local_batch, steps_per_epoch, len(src)
 
     def fetch(step):
@@ -111,6 +114,17 @@ def pretrain_dataset(src: source.ExampleSource, *, seed: int, aug: ml_collection
     return ds.with_options(options)
 
 
+def unpack_batch(batch: dict) -> dict:
+    """A batch from `pretrain_dataset` with its packed 'params' [b, 2, K] -> 'params1',
+    'params2' records (numpy slices: microseconds per batch)."""
+    batch = dict(batch)
+    if "params" in batch:
+        packed = batch.pop("params")
+        batch["params1"] = augment.unpack(packed[:, 0])
+        batch["params2"] = augment.unpack(packed[:, 1])
+    return batch
+
+
 class PretrainIterator(Iterator[dict]):
     """Host-local numpy batches; `step` is the global step of the NEXT batch (the data
     position a checkpoint stores)."""
@@ -120,7 +134,7 @@ class PretrainIterator(Iterator[dict]):
         self.step = start_step
 
     def __next__(self) -> dict:
-        batch = next(self._it)
+        batch = unpack_batch(next(self._it))
         self.step += 1
         return batch
 

@@ -19,25 +19,19 @@ _TILE = 128  # displayed pixels per image side
 
 
 def _caption(rec: dict, i: int) -> list[str]:
-    t, lft, h, w = rec["crop"][i]
-    b, c, s, hue = rec["color"][i]
-    order = "".join("bcsh"[k] for k in rec["color_order"][i])
-    lines = [f"crop {t:.2f} {lft:.2f} {h:.2f} {w:.2f}",
-             f"flip {int(rec['flip'][i])} rot {int(rec['rotation'][i])}"]
-    if rec["color_applied"][i]:
-        lines.append(f"jit {order} {b:.2f} {c:.2f} {s:.2f} {hue:+.3f}")
-    else:
-        lines.append("jit off")
-    lines.append(f"gray {int(rec['gray'][i])} blur {rec['blur'][i]:.2f} "
-                 f"sol {rec['solarize'][i]:.2f}")
-    return lines
+    """Each registered augmentation's caption, one per line."""
+    from augself_jax import augs
+
+    return [e.caption(rec, i) for e in augs.entries()]
 
 
 def _grid(sources: np.ndarray, hw: np.ndarray, views: list[np.ndarray], records: list[dict],
           labels: np.ndarray, indices: np.ndarray):
     from PIL import Image, ImageDraw
 
-    text_h = 52
+    from augself_jax import augs
+
+    text_h = 11 * len(augs.entries()) + 4  # one caption line per augmentation
     n = len(sources)
     canvas = Image.new("RGB", (3 * (_TILE + 8), n * (_TILE + text_h)), "white")
     draw = ImageDraw.Draw(canvas)
@@ -71,7 +65,7 @@ def write_preview(config, out_dir: str, num_images: int = 16) -> dict[str, np.nd
     ds = pipeline.pretrain_dataset(
         src, seed=config.seed, aug=config.aug, image_size=config.data.image_size,
         local_batch=num_images, steps_per_epoch=len(src) // num_images, start_step=0)
-    batch = next(ds.as_numpy_iterator())
+    batch = pipeline.unpack_batch(next(ds.as_numpy_iterator()))
     decoded = [augment.decode(src.images[np.searchsorted(src.indices, i)]).numpy()
                for i in batch["index"]]
     hw = np.array([d.shape[:2] for d in decoded], np.int32)

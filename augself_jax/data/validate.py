@@ -2,41 +2,20 @@
 
 import ml_collections
 
+from augself_jax import augs
 from augself_jax.data import registry, source
 from augself_jax.errors import ConfigError
 
-PROBABILITIES = ("flip_prob", "color_prob", "gray_prob", "blur_prob", "solarize_prob",
-                 "rotation_prob")
-
-
-def _pair(config: ml_collections.ConfigDict, field: str, low: float, high: float) -> None:
-    value = tuple(config.aug[field])
-    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
-        raise ConfigError(f"aug.{field}: {value} must be (a, b) with {low} <= a <= b <= {high}")
-
 
 def _check_aug(config: ml_collections.ConfigDict) -> None:
-    aug = config.aug
-    for field in PROBABILITIES:
-        p = aug[field]
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"aug.{field}: {p} is not a probability; allowed: [0, 1]")
-    if aug.color_strength <= 0:
-        raise ConfigError(f"aug.color_strength: {aug.color_strength} must be > 0")
-    if aug.gray_prob * aug.color_strength > 1.0:
-        raise ConfigError(f"aug.gray_prob: {aug.gray_prob} times color_strength "
-                          f"{aug.color_strength} is not a probability; allowed: [0, 1]")
-    for field in ("brightness", "contrast", "saturation", "hue"):
-        if aug[field] < 0:
-            raise ConfigError(f"aug.{field}: {aug[field]} must be >= 0")
-    _pair(config, "crop_scale", 1e-6, 1.0)
-    _pair(config, "crop_ratio", 1e-6, float("inf"))
-    _pair(config, "blur_sigma", 1e-6, float("inf"))
-    if aug.blur_kernel < 1 or aug.blur_kernel % 2 == 0:
-        raise ConfigError(f"aug.blur_kernel: {aug.blur_kernel} must be a positive odd integer")
-    if aug.blur_kernel // 2 >= config.data.image_size:
-        raise ConfigError(f"aug.blur_kernel: {aug.blur_kernel} is too large for reflect "
-                          f"padding of {config.data.image_size} px views")
+    """Each registered augmentation checks its own fields; unknown fields are refused."""
+    known = set(augs.config_defaults())
+    for field in config.aug.keys():
+        if field not in known:
+            raise ConfigError(f"aug.{field}: unknown field; allowed: {', '.join(sorted(known))}")
+    for entry in augs.entries():
+        if entry.check is not None:
+            entry.check(config.aug, config.data.image_size)
 
 
 def _check_batch(config: ml_collections.ConfigDict, process_count: int,

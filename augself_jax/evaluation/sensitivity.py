@@ -1,10 +1,15 @@
 """Sensitivity analysis: how much each augmentation alone moves the features.
 
-For each augmentation (flip, colour jitter, grayscale, blur, crop) at the pretraining
-config's strengths: the mean cosine similarity between the features of a clean image and of
-its transformed copy, against the same figure for unrelated image pairs, at the backbone
-output and after each ResNet stage (global-average-pooled). A similarity near the unrelated
-level means the representation is sensitive to (keeps information about) the augmentation.
+For each augmentation at the pretraining config's strengths: the mean cosine similarity
+between the features of a clean image and of its transformed copy, against the same
+figure for unrelated image pairs, at the backbone output and after each ResNet stage
+(global-average-pooled). A similarity near the unrelated level means the representation
+is sensitive to (keeps information about) the augmentation.
+
+The transformed copy is made by the TRAINING chain (the registry's host ops in
+TensorFlow, then its device ops in JAX) with that one augmentation always applied and
+every other one neutral, its parameters drawn by the training sampler from a seed per
+image: the analysis measures sensitivity to exactly what the model was trained with.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,7 +26,60 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-AUGMENTATIONS = ("flip", "color", "gray", "blur", "crop")
+from augself_jax import augs
+
+AUGMENTATIONS = tuple(e.name for e in augs.entries())
+
+
+def controlled_config(aug: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """`aug` with augmentation `name` always applied and every other one neutral."""
+    out = ml_collections.ConfigDict(aug.to_dict())
+    for entry in augs.entries():
+        if entry.name != name:
+            out.update(entry.neutral_overrides())
+    out.update(augs.get(name).always_overrides())
+    return out
+
+
+def controlled_views(images: np.ndarray, aug: ml_collections.ConfigDict, name: str,
+                     seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The training chain's host part on square uint8 images [N, S, S, 3] with only
+    `name` applied: (uint8 views [N, S, S, 3], their records). Image i's parameters are
+    drawn by the training sampler from view_seed(seed, 0, i, 1)."""
+    import tensorflow as tf
+
+    from augself_jax.data import augment
+
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"sensitivity augmentation: unknown '{name}'; allowed: "
+                         f"{', '.join(AUGMENTATIONS)}")
+    n, h, w = images.shape[:3]
+    if h != w:
+        raise ValueError(f"sensitivity images must be square; got {h}x{w}")
+    settings = controlled_config(aug, name)
+
+    def one(image, index):
+        u = tf.random.stateless_uniform([1, augment.NUM_UNIFORMS],
+                                        augment.view_seed(seed, 0, index, 1), dtype=tf.float64)
+        pixels, params = augment.views(image, u, settings, h)
+        return pixels[0], augment.pack(params)[0]
+
+    ds = tf.data.Dataset.from_tensor_slices((images, np.arange(n, dtype=np.int64)))
+    ds = ds.map(one, deterministic=True).batch(max(n, 1))
+    pixels, packed = next(ds.as_numpy_iterator())
+    return pixels, augment.unpack(packed)
+
+
+def augmented(images: np.ndarray, aug: ml_collections.ConfigDict, name: str,
+              seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`controlled_views` then the training chain's device part: (float views in [0, 1],
+    their records with the device-filled keys filled)."""
+    from augself_jax.data.photometric import apply_photometric
+
+    pixels, params = controlled_views(images, aug, name, seed)
+    out, params = jax.jit(lambda v, p: apply_photometric(
+        v, p, blur_kernel=int(aug.blur_kernel)))(pixels, params)
+    return np.asarray(out), jax.tree.map(np.asarray, params)
 
 
 def stage_outputs(backbone: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
@@ -47,66 +104,6 @@ def stage_outputs(backbone: nnx.Module, x: jax.Array) -> dict[str, jax.Array]:
     return outs
 
 
-def _color_jitter(img, key, aug):
-    kb, kc, ks, kh = jax.random.split(key, 4)
-    s = aug.color_strength
-    u = lambda k, m: jax.random.uniform(k, (), minval=1 - m * s, maxval=1 + m * s)
-    img = jnp.clip(img * u(kb, aug.brightness), 0, 1)  # multiplicative brightness
-    img = jnp.clip(pix.adjust_contrast(img, u(kc, aug.contrast)), 0, 1)
-    img = jnp.clip(pix.adjust_saturation(img, u(ks, aug.saturation)), 0, 1)
-    delta = jax.random.uniform(kh, (), minval=-aug.hue * s, maxval=aug.hue * s)
-    return jnp.clip(pix.adjust_hue(img, delta), 0, 1)
-
-
-def _crop(img, key, aug):
-    """A random resized crop (area in aug.crop_scale, log-uniform aspect) resized back."""
-    size = img.shape[0]
-    ka, kr, ky, kx = jax.random.split(key, 4)
-    area = jax.random.uniform(ka, (), minval=aug.crop_scale[0], maxval=aug.crop_scale[1])
-    log_r = jax.random.uniform(kr, (), minval=np.log(aug.crop_ratio[0]),
-                               maxval=np.log(aug.crop_ratio[1]))
-    w = jnp.clip(jnp.sqrt(area * jnp.exp(log_r)), 0.05, 1.0)
-    h = jnp.clip(jnp.sqrt(area / jnp.exp(log_r)), 0.05, 1.0)
-    top = jax.random.uniform(ky, ()) * (1 - h)
-    left = jax.random.uniform(kx, ()) * (1 - w)
-    scale = jnp.stack([1 / h, 1 / w])
-    translation = -jnp.stack([top, left]) * size * scale
-    return jax.image.scale_and_translate(img, img.shape, (0, 1), scale, translation, "linear")
-
-
-def _gaussian_blur(images: jax.Array, sigma: jax.Array, kernel: int) -> jax.Array:
-    """Separable Gaussian blur, one sigma per image, reflect padding (torchvision's)."""
-    r = kernel // 2
-    taps = jnp.arange(-r, r + 1, dtype=jnp.float32)
-    w = jnp.exp(-(taps[None] ** 2) / (2 * sigma[:, None] ** 2))
-    w = (w / w.sum(1, keepdims=True))[:, :, None, None, None]  # [B, K, 1, 1, 1]
-    h, wd = images.shape[1:3]
-    x = jnp.pad(images, ((0, 0), (r, r), (0, 0), (0, 0)), mode="reflect")
-    x = sum(w[:, k] * x[:, k:k + h] for k in range(kernel))
-    x = jnp.pad(x, ((0, 0), (0, 0), (r, r), (0, 0)), mode="reflect")
-    return sum(w[:, k] * x[:, :, k:k + wd] for k in range(kernel))
-
-
-def augment(name: str, images: jax.Array, key: jax.Array,
-            aug: ml_collections.ConfigDict) -> jax.Array:
-    """One augmentation, always applied, to float images in [0, 1] [B, H, W, 3]."""
-    keys = jax.random.split(key, images.shape[0])
-    if name == "flip":
-        return images[:, :, ::-1]
-    if name == "gray":
-        return pix.rgb_to_grayscale(images, keep_dims=True)  # keep_dims: 3 equal channels
-    if name == "color":
-        return jax.vmap(lambda i, k: _color_jitter(i, k, aug))(images, keys)
-    if name == "blur":
-        sig = jax.vmap(lambda k: jax.random.uniform(k, (), minval=aug.blur_sigma[0],
-                                                    maxval=aug.blur_sigma[1]))(keys)
-        return _gaussian_blur(images, sig, int(aug.blur_kernel))
-    if name == "crop":
-        return jax.vmap(lambda i, k: _crop(i, k, aug))(images, keys)
-    raise ValueError(f"sensitivity augmentation: unknown '{name}'; allowed: "
-                     f"{', '.join(AUGMENTATIONS)}")
-
-
 def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
     a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
     b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
@@ -118,36 +115,40 @@ def sensitivity(backbone: nnx.Module, images: np.ndarray, aug: ml_collections.Co
                 augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 0,
                 batch_size: int = 256) -> dict[str, dict[str, float]]:
     """{stage: {'unrelated': cos, <aug>: cos, ...}} mean cosine similarities, uint8 images in."""
+    from augself_jax.data.photometric import apply_photometric, normalize, normalize_uint8
+
     graphdef, state = nnx.split(backbone)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     rows = NamedSharding(mesh, P("data"))
-    mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
     n = len(images)
     batch_size = max(mesh.size, batch_size - batch_size % mesh.size)
     partner = np.random.default_rng(seed).permutation(n)
     partner = np.where(partner == np.arange(n), (partner + 1) % n, partner)  # never itself
+    # The host part of the training chain, once per augmentation, for every image.
+    host = {name: controlled_views(images, aug, name, seed) for name in augmentations}
+    kernel = int(aug.blur_kernel)
 
     @jax.jit
-    def run(state, imgs, partner_imgs, key):
+    def run(state, imgs, partner_imgs, transformed):
         model = nnx.merge(graphdef, state)
-        feats = lambda x: stage_outputs(model, (x - mean) / std)
-        x = imgs.astype(jnp.float32) / 255.0
-        clean = feats(x)
-        other = feats(partner_imgs.astype(jnp.float32) / 255.0)
+        feats = lambda x: stage_outputs(model, x)
+        clean = feats(normalize_uint8(imgs, mean, std))
+        other = feats(normalize_uint8(partner_imgs, mean, std))
         out = {"unrelated": jax.tree.map(_cosine, clean, other)}
-        for i, name in enumerate(augmentations):
-            t = feats(augment(name, x, jax.random.fold_in(key, i), aug))
-            out[name] = jax.tree.map(_cosine, clean, t)
+        for name, (pixels, params) in transformed.items():
+            x, _ = apply_photometric(pixels, params, blur_kernel=kernel)
+            out[name] = jax.tree.map(_cosine, clean, feats(normalize(x, mean, std)))
         return out
 
     sums: dict = {}
-    key = jax.random.key(seed)
-    for b, start in enumerate(range(0, n, batch_size)):
+    for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size) % n  # wrap: fixed shape, weights below
         valid = (np.arange(start, start + batch_size) < n).astype(np.float64)
-        out = jax.device_get(run(state, jax.device_put(images[idx], rows),
-                                 jax.device_put(images[partner[idx]], rows),
-                                 jax.random.fold_in(key, b)))
+        put = lambda x: jax.device_put(x, rows)
+        transformed = {name: (put(pixels[idx]), {k: put(v[idx]) for k, v in params.items()})
+                       for name, (pixels, params) in host.items()}
+        out = jax.device_get(run(state, put(images[idx]), put(images[partner[idx]]),
+                                 transformed))
         for kind, per_stage in out.items():
             for stage, cos in per_stage.items():
                 acc = sums.setdefault(stage, {}).setdefault(kind, 0.0)

@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from augself_jax.augs import Ranges
 from augself_jax.aware import augself, cassle
-from augself_jax.aware.vectors import Ranges
 
 
 class Momentum(nnx.Variable):

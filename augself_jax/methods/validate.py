@@ -67,13 +67,6 @@ def validate_model_config(config) -> None:
         _one_of("cassle key", key,
                 ("enabled", "descriptor_keys", "mode", "depth", "width", "reference"))
     _one_of("cassle.mode", c.mode, cassle.MODES)
-    raw_keys = str(c.descriptor_keys)
-    keys = [k.strip() for k in raw_keys.split(",") if k.strip()]
-    if not keys:
-        raise ConfigError("cassle.descriptor_keys: empty; allowed: " + ", ".join(cassle.KEY_DIMS))
-    for k in keys:
-        _one_of("cassle.descriptor_keys", k, tuple(cassle.KEY_DIMS))
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"cassle.descriptor_keys: '{raw_keys}' names a key twice")
+    cassle.check_keys(c.descriptor_keys)
     _positive("cassle.depth", c.depth)
     _positive("cassle.width", c.width)

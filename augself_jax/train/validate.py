@@ -2,14 +2,10 @@
 
 import ml_collections
 
+from augself_jax import augs
 from augself_jax.errors import ConfigError
 from augself_jax.train.mesh import mesh_shape
 from augself_jax.train.optimizers import OPTIMIZERS, SCHEDULES
-
-# For each AugSelf head: the aug probability that must be > 0 for its target to vary.
-_AUGSELF_NEEDS = {"flip": ("flip_prob",), "color": ("color_prob",), "blur": ("blur_prob",),
-                  "rotation": ("rotation_prob",), "solarize": ("solarize_prob",),
-                  "gray": ("gray_prob", "color_strength")}
 
 
 def _positive_int(config: ml_collections.ConfigDict, name: str, minimum: int = 1) -> None:
@@ -45,21 +41,16 @@ def validate_train_config(config: ml_collections.ConfigDict,
         if not 0 <= opt[name] < 1:
             raise ConfigError(f"optimizer.{name}: {opt[name]} is not allowed; allowed: [0, 1)")
 
-    for key, needs in _AUGSELF_NEEDS.items():
+    for entry in augs.augself_entries():
+        key = entry.name
         weight = config.augself.get(key, 0.0)
         if weight < 0:
             raise ConfigError(f"augself.{key}: weight {weight} is below zero; allowed: >= 0")
-        if weight > 0:
-            applied = 1.0
-            for field in needs:
-                applied *= config.aug[field]
-            if applied <= 0:
-                raise ConfigError(f"augself.{key}: weight {weight} > 0 but the pipeline never "
-                                  f"applies {key} (aug.{needs[0]} = {config.aug[needs[0]]}); "
-                                  f"allowed: weight 0, or aug.{needs[0]} > 0")
-    if config.augself.get("crop", 0.0) < 0:
-        raise ConfigError(f"augself.crop: weight {config.augself.crop} is below zero; "
-                          "allowed: >= 0")
+        if weight > 0 and entry.probability(config.aug) <= 0:
+            field = entry.prob_field
+            raise ConfigError(f"augself.{key}: weight {weight} > 0 but the pipeline never "
+                              f"applies {key} (aug.{field} = {config.aug[field]}); "
+                              f"allowed: weight 0, or aug.{field} > 0")
 
     if num_devices is None:
         import jax

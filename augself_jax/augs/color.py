@@ -1,0 +1,143 @@
+"""Colour jitter: brightness, contrast, saturation, hue in a random per-example order,
+on the device, with the reference's (kornia's) range clamps."""
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+from augself_jax.augs.core import (
+    DEVICE,
+    Augmentation,
+    AugSelfTarget,
+    Descriptor,
+    Field,
+    check_probability,
+    register,
+)
+from augself_jax.errors import ConfigError
+
+# Contrast blends with the image's mean gray under these weights (the reference's).
+CONTRAST_GRAY = (0.2989, 0.587, 0.114)
+IDENTITY = (1.0, 1.0, 1.0, 0.0)  # the factors that change nothing
+OPS = "bcsh"  # brightness, contrast, saturation, hue: the index order of `color`
+
+
+def jitter_bounds(aug) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(low, high) of the four factors at aug's strengths times color_strength, clamped
+    as kornia's ColorJitter clamps them: brightness to [0, 2], contrast and saturation
+    to [0, inf), hue to [-0.5, 0.5]."""
+    s = float(aug.color_strength)
+    b, c, sat, h = (float(aug[k]) * s for k in ("brightness", "contrast", "saturation", "hue"))
+    low = (max(0.0, 1.0 - b), max(0.0, 1.0 - c), max(0.0, 1.0 - sat), max(-0.5, -h))
+    high = (min(2.0, 1.0 + b), 1.0 + c, 1.0 + sat, min(0.5, h))
+    return low, high
+
+
+def _sample(u, aug, height, width):
+    import tensorflow as tf
+
+    on = tf.cast(u["color_applied"][:, 0], tf.float32) < aug.color_prob
+    low, high = (tf.constant(x, tf.float32) for x in jitter_bounds(aug))
+    factors = low + tf.cast(u["color"], tf.float32) * (high - low)
+    # argsort of i.i.d. uniforms: a uniform random permutation of the four ops.
+    order = tf.argsort(tf.cast(u["color_order"], tf.float32), axis=-1, stable=True)
+    return {"color": tf.where(on[:, None], factors, tf.constant(IDENTITY)[None]),
+            "color_applied": tf.cast(on, tf.float32),
+            "color_order": tf.cast(tf.where(on[:, None], order, tf.range(4)[None]), tf.int32)}
+
+
+def _per_example(v: jax.Array) -> jax.Array:
+    return v[:, None, None, None]
+
+
+def adjust_brightness(x: jax.Array, factor: jax.Array) -> jax.Array:
+    """Multiplicative brightness, clamped (dm-pix's adjust_brightness is additive)."""
+    return jnp.clip(x * _per_example(factor), 0.0, 1.0)
+
+
+def adjust_contrast(x: jax.Array, factor: jax.Array) -> jax.Array:
+    """Blend with the image's own mean gray, clamped (dm-pix blends per-channel means)."""
+    gray = jnp.tensordot(x, jnp.asarray(CONTRAST_GRAY, x.dtype), axes=([-1], [0]))
+    mean = jnp.mean(gray, axis=(1, 2))
+    f = _per_example(factor)
+    return jnp.clip(f * x + (1.0 - f) * _per_example(mean), 0.0, 1.0)
+
+
+def adjust_saturation(x: jax.Array, factor: jax.Array) -> jax.Array:
+    """Scale S in HSV, clamp S to [0, 1] (dm-pix's semantics match)."""
+    return jax.vmap(pix.adjust_saturation)(x, factor)
+
+
+def adjust_hue(x: jax.Array, shift: jax.Array) -> jax.Array:
+    """Rotate H in HSV by `shift` turns, i.e. `shift * 2 pi` (dm-pix's semantics match)."""
+    return jax.vmap(pix.adjust_hue)(x, shift)
+
+
+def color_jitter(x: jax.Array, color: jax.Array, order: jax.Array,
+                 applied: jax.Array) -> jax.Array:
+    """The four jitter ops in each example's own order (color [B, 4], order [B, 4])."""
+    ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+    out = x
+    for position in range(4):
+        op = order[:, position]
+        # Per-example dispatch: run every op on the batch, keep the one this example uses.
+        candidates = [f(out, color[:, i]) for i, f in enumerate(ops)]
+        out = sum(jnp.where(_per_example(op == i), c, 0.0) for i, c in enumerate(candidates))
+    return jnp.where(_per_example(applied > 0), out, x)
+
+
+def _op(x, params, **_):
+    """The jitter, and `color_mean_shift`: per-channel mean before it minus after it."""
+    jittered = color_jitter(x, params["color"], params["color_order"], params["color_applied"])
+    applied = (params["color_applied"] > 0)[:, None]
+    shift = jnp.where(applied, jnp.mean(x, axis=(1, 2)) - jnp.mean(jittered, axis=(1, 2)), 0.0)
+    return jittered, {"color_mean_shift": shift.astype(jnp.float32)}
+
+
+def color_vector(params: dict, ranges) -> jax.Array:
+    """The reference's normalised jitter `w` [B, 4]: each factor's offset from identity
+    divided by the width of its (clamped) sampling range; 0 where the jitter did not run."""
+    offset = jnp.asarray(params["color"], jnp.float32) - jnp.asarray(IDENTITY, jnp.float32)
+    width = jnp.asarray(ranges.jitter_high, jnp.float32) - jnp.asarray(ranges.jitter_low,
+                                                                       jnp.float32)
+    # A zero width means that op never varies: its entry is 0, not 0/0.
+    w = jnp.where(width > 0, offset / jnp.where(width > 0, width, 1.0), 0.0)
+    return w * jnp.asarray(params["color_applied"], jnp.float32)[..., None]
+
+
+def _check(aug, image_size):
+    check_probability(aug, "color_prob")
+    if aug.color_strength <= 0:
+        raise ConfigError(f"aug.color_strength: {aug.color_strength} must be > 0")
+    for field in ("brightness", "contrast", "saturation", "hue"):
+        if aug[field] < 0:
+            raise ConfigError(f"aug.{field}: {aug[field]} must be >= 0")
+
+
+def _caption(rec, i):
+    if not rec["color_applied"][i]:
+        return "jit off"
+    b, c, s, h = rec["color"][i]
+    order = "".join(OPS[k] for k in rec["color_order"][i])
+    return f"jit {order} {b:.2f} {c:.2f} {s:.2f} {h:+.3f}"
+
+
+COLOR = register(Augmentation(
+    name="color", stage=DEVICE, chain=2,
+    # Effective strengths are these times color_strength (s in {0.5, 1, 2} in the paper),
+    # clamped as in `jitter_bounds`.
+    defaults={"color_prob": 0.8, "color_strength": 1.0, "brightness": 0.4, "contrast": 0.4,
+              "saturation": 0.4, "hue": 0.1},
+    draws=(("color_applied", 1), ("color", 4), ("color_order", 4)),
+    record=(Field("color", (4,), "float32", IDENTITY),
+            Field("color_applied", (), "float32", (0.0,)),
+            Field("color_order", (4,), "int32", (0, 1, 2, 3)),
+            Field("color_mean_shift", (3,), "float32", (0.0, 0.0, 0.0), on_device=True)),
+    sample=_sample, op=_op, caption=_caption, prob_field="color_prob", check=_check,
+    augself=AugSelfTarget(
+        4, "mse", lambda pa, pb, ranges, reference: color_vector(pa, ranges) -
+        color_vector(pb, ranges)),
+    cassle=(Descriptor("color", 4, lambda p, ranges, reference: color_vector(p, ranges)),
+            Descriptor("color_diff", 3, lambda p, ranges, reference:
+                       jnp.asarray(p["color_mean_shift"], jnp.float32))),
+))

@@ -1,0 +1,194 @@
+"""What one augmentation is, and the registry that holds them (METHOD.md sections 1-3).
+
+An `Augmentation` entry is everything the codebase knows about one augmentation: its
+config fields and their checks, its uniform draws and how they become a parameter record
+(host, TensorFlow), its op (geometric on the host in tf.data, or photometric on the
+device in JAX), its preview caption, its AugSelf target and its CASSLE descriptors. The
+pipeline, the losses, validation, the preview and the sensitivity analysis all loop over
+the registry; none of them names an augmentation.
+
+TensorFlow is imported inside the host-side functions only: configs read the registry
+(for the AugSelf / CASSLE key lists) and must not pay TensorFlow's import.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from augself_jax.errors import ConfigError
+
+# Chain positions (METHOD.md section 1): crop, flip, colour jitter, solarize, grayscale,
+# blur, rotation. Rotation commutes with every photometric op here (pixel-wise ops, a
+# global mean, a symmetric separable kernel with reflect padding), so it runs with the
+# other geometric ops on the host.
+HOST, DEVICE = "host", "device"
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One key of the parameter record: its per-view shape, dtype and 'not applied' value.
+
+    `on_device`: filled by the device op (the host ships nothing for it)."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str  # "float32" | "int32"
+    identity: tuple[float, ...]
+    on_device: bool = False
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranges:
+    """The static settings targets and descriptors need from the config: the colour
+    jitter's sampling ranges after the reference's (kornia's) clamps, and the max blur
+    sigma. The defaults are the reference's (strength 0.4 / hue 0.1, sigma <= 2)."""
+
+    jitter_low: tuple[float, float, float, float] = (0.6, 0.6, 0.6, -0.1)
+    jitter_high: tuple[float, float, float, float] = (1.4, 1.4, 1.4, 0.1)
+    blur_max: float = 2.0
+
+    @classmethod
+    def from_config(cls, config) -> "Ranges":
+        from augself_jax.augs.color import jitter_bounds
+
+        low, high = jitter_bounds(config.aug)
+        return cls(jitter_low=low, jitter_high=high, blur_max=float(config.aug.blur_sigma[1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class AugSelfTarget:
+    """An AugSelf head: output size, loss kind (mse | bce | ce) and the target of the
+    ordered pair (view a, view b): target(pa, pb, ranges, reference) -> [B, dim]
+    (int [B] for ce)."""
+
+    dim: int
+    loss: str
+    target: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Descriptor:
+    """A CASSLE descriptor key: its size and value(params, ranges, reference) -> [B, dim]."""
+
+    key: str
+    dim: int
+    value: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    name: str
+    stage: str  # HOST (geometric, tf.data) or DEVICE (photometric, JAX)
+    chain: int  # position in the chain (METHOD.md section 1); ops run in this order
+    defaults: dict[str, Any]  # its config.aug fields and their defaults
+    draws: tuple[tuple[str, int], ...]  # named uniform slots: (slot, count)
+    record: tuple[Field, ...]
+    # sample(u: {slot: float [V, count]} (float64 for 'crop'), aug, height, width) ->
+    # {record key: [V, ...]} (plus host-only extras such as 'crop_px').
+    sample: Callable[..., dict]
+    # HOST: op(image float [H, W, 3], params of one view, out_size) -> image (TensorFlow).
+    # DEVICE: op(x float [B, H, W, 3] in [0, 1], params, blur_kernel=...) -> (x, updates).
+    op: Callable[..., Any]
+    caption: Callable[[dict, int], str]  # one short line for the preview grid
+    prob_field: str | None = None  # the config field that switches it on (None: always)
+    # The probability that the op runs, from config.aug (AugSelf refuses a head whose
+    # target never varies).
+    applied: Callable[[Any], float] | None = None
+    check: Callable[[Any, int], None] | None = None  # (aug, image_size) -> raise ConfigError
+    augself: AugSelfTarget | None = None
+    cassle: tuple[Descriptor, ...] = ()
+    # Config overrides that make the op an identity (default: prob_field = 0); the
+    # sensitivity analysis applies one augmentation with every other one neutral.
+    neutral: dict[str, Any] | None = None
+    always: dict[str, Any] | None = None  # overrides that make it run (default: prob_field = 1)
+
+    def neutral_overrides(self) -> dict[str, Any]:
+        if self.neutral is not None:
+            return dict(self.neutral)
+        return {self.prob_field: 0.0}
+
+    def always_overrides(self) -> dict[str, Any]:
+        """Config overrides that make the op run on every view."""
+        if self.always is not None:
+            return dict(self.always)
+        return {} if self.prob_field is None else {self.prob_field: 1.0}
+
+    def probability(self, aug) -> float:
+        if self.applied is not None:
+            return float(self.applied(aug))
+        return 1.0 if self.prob_field is None else float(aug[self.prob_field])
+
+
+_REGISTRY: dict[str, Augmentation] = {}
+
+
+def register(entry: Augmentation) -> Augmentation:
+    """Add an entry; registration order fixes the layout of the uniform vector (and so
+    the bits every seed gives), chain order fixes the order the ops run in."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"augmentation '{entry.name}' is registered twice")
+    keys = {f.key for e in _REGISTRY.values() for f in e.record}
+    if clash := keys & {f.key for f in entry.record}:
+        raise ValueError(f"augmentation '{entry.name}': record keys {sorted(clash)} are taken")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def entries() -> tuple[Augmentation, ...]:
+    """Every augmentation, in registration order."""
+    return tuple(_REGISTRY.values())
+
+
+def get(name: str) -> Augmentation:
+    if name not in _REGISTRY:
+        raise ConfigError(f"augmentation: unknown '{name}'; allowed: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def chain(stage: str) -> tuple[Augmentation, ...]:
+    """The ops of one stage, in the order they run."""
+    return tuple(sorted((e for e in _REGISTRY.values() if e.stage == stage),
+                        key=lambda e: e.chain))
+
+
+def record_fields() -> tuple[Field, ...]:
+    return tuple(f for e in _REGISTRY.values() for f in e.record)
+
+
+def record_keys() -> tuple[str, ...]:
+    return tuple(f.key for f in record_fields())
+
+
+def augself_entries() -> tuple[Augmentation, ...]:
+    return tuple(e for e in _REGISTRY.values() if e.augself is not None)
+
+
+def descriptors() -> dict[str, Descriptor]:
+    """Every CASSLE descriptor key -> its Descriptor, in registration order."""
+    return {d.key: d for e in _REGISTRY.values() for d in e.cassle}
+
+
+def config_defaults() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for e in _REGISTRY.values():
+        out.update(e.defaults)
+    return out
+
+
+def check_probability(aug, field: str) -> None:
+    p = aug[field]
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"aug.{field}: {p} is not a probability; allowed: [0, 1]")
+
+
+def check_pair(aug, field: str, low: float, high: float) -> None:
+    value = tuple(aug[field])
+    if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+        raise ConfigError(f"aug.{field}: {value} must be (a, b) with {low} <= a <= b <= {high}")

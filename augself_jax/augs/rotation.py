@@ -1,0 +1,45 @@
+"""Rotation by k quarter turns (the reference's `stl10_rot`), on the host.
+
+METHOD.md rotates last; a quarter turn commutes with every photometric op, so it runs
+here with the other geometric ops and ships rotated pixels."""
+
+import jax.numpy as jnp
+
+from augself_jax.augs.core import (
+    HOST,
+    Augmentation,
+    AugSelfTarget,
+    Field,
+    check_probability,
+    register,
+)
+
+
+def _sample(u, aug, height, width):
+    import tensorflow as tf
+
+    on = tf.cast(u["rotation_applied"][:, 0], tf.float32) < aug.rotation_prob
+    k = tf.minimum(tf.cast(tf.floor(tf.cast(u["rotation"][:, 0], tf.float32) * 4), tf.int32), 3)
+    return {"rotation": tf.where(on, k, 0)}
+
+
+def _op(image, p, out_size):
+    import tensorflow as tf
+
+    return tf.image.rot90(image, k=p["rotation"])
+
+
+def _target(pa, pb, ranges, reference):
+    return jnp.mod(jnp.asarray(pa["rotation"], jnp.int32) - jnp.asarray(pb["rotation"], jnp.int32),
+                   4)
+
+
+ROTATION = register(Augmentation(
+    name="rotation", stage=HOST, chain=6, defaults={"rotation_prob": 0.0},
+    draws=(("rotation_applied", 1), ("rotation", 1)),
+    record=(Field("rotation", (), "int32", (0,)),),
+    sample=_sample, op=_op, prob_field="rotation_prob",
+    caption=lambda rec, i: f"rot {int(rec['rotation'][i])}",
+    check=lambda aug, size: check_probability(aug, "rotation_prob"),
+    augself=AugSelfTarget(4, "ce", _target),
+))

@@ -1,0 +1,45 @@
+"""Solarize (the reference's `stl10_sol`), on the device, right after the colour jitter."""
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+from augself_jax.augs.core import (
+    DEVICE,
+    Augmentation,
+    AugSelfTarget,
+    Field,
+    check_probability,
+    register,
+)
+
+
+def _sample(u, aug, height, width):
+    import tensorflow as tf
+
+    on = tf.cast(u["solarize_applied"][:, 0], tf.float32) < aug.solarize_prob
+    return {"solarize": tf.where(on, tf.cast(u["solarize"][:, 0], tf.float32), 1.0)}
+
+
+def solarize(x: jax.Array, threshold: jax.Array) -> jax.Array:
+    """Invert pixels >= threshold. A threshold of 1 means 'not applied' in the record, so
+    (unlike a bare pix.solarize) pixels equal to 1 are left alone then."""
+    t = threshold[:, None, None, None]
+    return jnp.where(t < 1.0, pix.solarize(x, t), x)
+
+
+def _target(pa, pb, ranges, reference):
+    return (jnp.asarray(pa["solarize"], jnp.float32) -
+            jnp.asarray(pb["solarize"], jnp.float32))[..., None]
+
+
+SOLARIZE = register(Augmentation(
+    name="solarize", stage=DEVICE, chain=3, defaults={"solarize_prob": 0.0},
+    draws=(("solarize_applied", 1), ("solarize", 1)),
+    record=(Field("solarize", (), "float32", (1.0,)),),
+    sample=_sample, op=lambda x, p, **_: (solarize(x, p["solarize"]), {}),
+    prob_field="solarize_prob",
+    caption=lambda rec, i: f"sol {rec['solarize'][i]:.2f}",
+    check=lambda aug, size: check_probability(aug, "solarize_prob"),
+    augself=AugSelfTarget(1, "mse", _target),
+))
