@@ -13,12 +13,10 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def shapes_data_dir(tmp_path_factory) -> str:
     """A TFDS data_dir holding the prepared built-in `shapes` dataset."""
-    import tensorflow_datasets as tfds
-
-    from augself_jax.data import shapes  # noqa: F401  (registers the builder)
+    from augself_jax.data import source
 
     data_dir = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("augself_shapes", data_dir=data_dir).download_and_prepare()
+    source.prepared_builder("augself_shapes/32px", data_dir=data_dir)  # as ArrayRecord
     return data_dir
 
 

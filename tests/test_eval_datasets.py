@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from augself_jax.data import eval_datasets as eds
+from augself_jax.data import source
 from augself_jax.data.eval_input import eval_batches, resize_center_crop
 from augself_jax.errors import ConfigError
 
@@ -32,6 +33,47 @@ def test_validation_split_sizes_and_seeds(name):
     assert not np.array_equal(va, va3)
 
 
+class _Records(list):
+    """Serialized examples read by position, as TFDS's ArrayRecord data source reads them."""
+
+    def __getitems__(self, keys):
+        return [self[k] for k in keys]
+
+
+def _serialized_mock(num_examples):
+    """tfds.testing.mock_data's fake examples, serialized as ArrayRecord stores them (the
+    mock's own data source returns decoded examples, which evaluation never reads)."""
+    from tensorflow_datasets.testing.mocking import RandomFakeGenerator
+
+    def as_data_source(self, split, **kw):
+        # The top-level images, labels and scalars that evaluation reads: the mock's random
+        # boxes and nested sequences cannot be serialized (min > max), and are never read.
+        f = tfds.features
+        features = f.FeaturesDict({
+            k: v for k, v in self.info.features.items()
+            if not isinstance(v, f.BBoxFeature | f.Sequence | f.FeaturesDict)})
+        fake = RandomFakeGenerator(features, num_examples)
+        return _Records(features.serialize_example(fake[i]) for i in range(num_examples))
+
+    return tfds.testing.mock_data(num_examples=num_examples,
+                                  policy=tfds.testing.MockPolicy.USE_CODE,
+                                  as_data_source_fn=as_data_source)
+
+
+def _fake_builder(columns: dict[str, np.ndarray], image_shape=(4, 4, 3)):
+    """A builder whose one split holds these examples: `image` plus integer labels."""
+    f = tfds.features
+    features = f.FeaturesDict({k: f.Image(shape=image_shape) if k == "image"
+                               else f.Scalar(np.int64) for k in columns})
+    n = len(next(iter(columns.values())))
+    stored = _Records(features.serialize_example({k: v[i] for k, v in columns.items()})
+                      for i in range(n))
+    builder = mock.MagicMock()
+    builder.info.features = features
+    builder.as_data_source = lambda split, **kw: stored
+    return builder
+
+
 def _count(builder, split, d, **kw):
     batches, num_batches = eval_batches(builder, split, image_size=8, batch_size=16,
                                         keys=d.label_keys, label_key=d.label_keys[0], **kw)
@@ -48,7 +90,7 @@ def test_every_linear_dataset_loads_with_mock_data(name):
     d = eds.LINEAR[name]
     from augself_jax.data import shapes  # noqa: F401
 
-    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+    with _serialized_mock(40):
         builder = tfds.builder(d.tfds_name)
         drop = tuple(builder.info.features[d.label_keys[0]].str2int(n)
                      for n in d.drop_label_names)
@@ -70,7 +112,7 @@ def test_every_fewshot_dataset_loads_with_mock_data(name):
     d = eds.FEWSHOT[name]
     from augself_jax.data import shapes  # noqa: F401
 
-    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+    with _serialized_mock(30):
         builder = tfds.builder(d.tfds_name)
         batches, _ = eval_batches(builder, d.split, image_size=8, batch_size=16,
                                   keys=d.label_keys, keep=d.keep, label_key=d.label_keys[0])
@@ -85,18 +127,13 @@ def test_every_fewshot_dataset_loads_with_mock_data(name):
 
 
 def test_fc100_filter_keeps_exactly_the_test_superclasses():
-    def fake_as_dataset(self, split, **kw):
-        coarse = np.arange(20).repeat(3)
-        return tf.data.Dataset.from_tensor_slices({
-            "image": np.zeros((60, 4, 4, 3), np.uint8), "label": np.arange(60) % 100,
-            "coarse_label": coarse})
-
-    builder = mock.MagicMock()
-    with mock.patch.object(type(builder), "as_dataset", fake_as_dataset, create=True):
-        d = eds.FEWSHOT["fc100"]
-        batches, _ = eval_batches(builder, "train", image_size=4, batch_size=8,
-                                  keys=("label", "coarse_label"), keep=d.keep)
-        kept = np.concatenate([b["coarse_label"][b["mask"]] for b in batches])
+    builder = _fake_builder({"image": np.zeros((60, 4, 4, 3), np.uint8),
+                             "label": np.arange(60) % 100,
+                             "coarse_label": np.arange(20).repeat(3)})
+    d = eds.FEWSHOT["fc100"]
+    batches, _ = eval_batches(builder, "train", image_size=4, batch_size=8,
+                              keys=("label", "coarse_label"), keep=d.keep)
+    kept = np.concatenate([b["coarse_label"][b["mask"]] for b in batches])
     assert sorted(set(kept.tolist())) == list(eds.FC100_TEST_SUPERCLASSES)
     assert len(kept) == 3 * len(eds.FC100_TEST_SUPERCLASSES)
 
@@ -115,18 +152,33 @@ def test_resize_center_crop_matches_pil_bicubic():
 
 
 def test_padded_last_batch_and_masks():
-    def fake_as_dataset(self, split, **kw):
-        return tf.data.Dataset.from_tensor_slices({
-            "image": np.full((21, 4, 4, 3), 7, np.uint8), "label": np.arange(21)})
-
-    builder = mock.MagicMock()
-    with mock.patch.object(type(builder), "as_dataset", fake_as_dataset, create=True):
-        batches, num = eval_batches(builder, "train", image_size=4, batch_size=8,
-                                    keys=("label",), drop_labels=(3,))
-        batches = list(batches)
+    builder = _fake_builder({"image": np.full((21, 4, 4, 3), 7, np.uint8),
+                             "label": np.arange(21)})
+    batches, num = eval_batches(builder, "train", image_size=4, batch_size=8,
+                                keys=("label",), drop_labels=(3,))
+    batches = list(batches)
     assert num == 3 and len(batches) == 3
     labels = np.concatenate([b["label"][b["mask"]] for b in batches])
     np.testing.assert_array_equal(labels, [i for i in range(21) if i != 3])
+    assert (np.concatenate([b["image"][b["mask"]] for b in batches]) == 7).all()
+
+
+def test_processes_read_disjoint_ranges_that_cover_the_split():
+    builder = _fake_builder({"image": np.zeros((23, 4, 4, 3), np.uint8),
+                             "label": np.arange(23)})
+    seen, counts = [], set()
+    for p in range(3):  # 23 examples over 3 processes: 8, 8, 7; batches of 4 -> 2 each
+        batches, num = eval_batches(builder, "train", image_size=4, batch_size=4,
+                                    keys=("label",), process_index=p, process_count=3)
+        batches = list(batches)
+        counts.add((num, len(batches)))
+        seen.append(np.concatenate([b["label"][b["mask"]] for b in batches]))
+    assert counts == {(2, 2)}  # every process runs the same number of steps
+    np.testing.assert_array_equal(np.concatenate(seen), np.arange(23))
+    first, _ = eval_batches(builder, "train", image_size=4, batch_size=4, keys=("label",),
+                            max_examples=6)
+    np.testing.assert_array_equal(
+        np.concatenate([b["label"][b["mask"]] for b in first]), np.arange(6))
 
 
 def test_unknown_dataset_is_a_config_error():
@@ -148,10 +200,11 @@ def test_mit67_builder_over_a_manual_download(tmp_path):
         for f in files:
             _write_jpeg(str(manual / "Images" / f))
         (manual / f"{split.capitalize()}Images.txt").write_text("\n".join(files) + "\n")
-    builder = eds.Mit67(data_dir=str(tmp_path / "data"))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-    labels = [int(ex["label"]) for ex in builder.as_dataset(split="train")]
+    builder = source.prepared_builder("mit67", data_dir=str(tmp_path / "data"),
+                                      field="eval.datasets", manual=True,
+                                      manual_dir=str(manual))
+    stored = builder.as_data_source("train")  # stored as ArrayRecord, read by TFDS itself
+    labels = [int(stored[i]["label"]) for i in range(len(stored))]
     assert sorted(labels) == [0, 1, 1]  # bar, kitchen, kitchen
     assert builder.info.splits["test"].num_examples == 1
 

@@ -46,9 +46,8 @@ def _images(data_dir, split, n):
     from augself_jax.data.registry import get_dataset_info
 
     info = get_dataset_info("shapes")
-    ds = tfds.builder("augself_shapes", data_dir=data_dir).as_dataset(split=split,
-                                                                      shuffle_files=False)
-    rows = list(ds.take(n).as_numpy_iterator())
+    ds = tfds.builder("augself_shapes", data_dir=data_dir).as_data_source(split)
+    rows = [ds[i] for i in range(n)]
     return np.stack([r["image"] for r in rows]), np.array([r[info.label_key] for r in rows])
 
 

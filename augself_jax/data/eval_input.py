@@ -1,10 +1,11 @@
 """Evaluation input: the spec's preprocessing in tf.data, fixed-shape padded-and-masked batches.
 
-Resize the shorter side to the pretraining image size (bicubic, antialiased as PIL), centre
-crop, keep uint8 (normalisation with the pretraining mean/std happens on the device). Every
-batch has the same shape: the last one is padded and `mask` marks the real examples, so the
-feature extractor compiles once and drops nothing. Filtered-out examples (a class subset)
-are masked rather than removed, so every process knows its batch count up front.
+Examples are read by position from ArrayRecord (data/source.py). Resize the shorter side to
+the pretraining image size (bicubic, antialiased as PIL), centre crop, keep uint8
+(normalisation with the pretraining mean/std happens on the device). Every batch has the same
+shape: the last one is padded and `mask` marks the real examples, so the feature extractor
+compiles once and drops nothing. Filtered-out examples (a class subset) are masked rather
+than removed, so every process knows its batch count up front.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from augself_jax.data import source
+
+_READ_BATCH = 256  # serialized examples read at once (one call, parallel reads)
 
 
 def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -45,35 +50,40 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: i
 
     Each batch: `image` uint8 [b, S, S, 3], one array per name in `keys`, `mask` bool [b].
     Every process gets the same number of batches (the global batch is b * process_count).
-    `max_examples` > 0 reads only the split's first examples (quick runs, tests).
+    `max_examples` > 0 reads only the split's first examples (quick runs, tests). The split
+    is read by position from the prepared builder (source.prepared_builder): each process
+    reads its own contiguous range, and memory does not grow with the split.
     """
-    if max_examples:
-        split = f"{split}[:{int(max_examples)}]" if "+" not in split else "+".join(
-            f"{s}[:{int(max_examples)}]" for s in split.split("+"))
-    total = builder.as_dataset(split=split).cardinality().numpy()
-    if total < 0:
-        total = sum(1 for _ in builder.as_dataset(split=split))
+    records = source.records(builder, split)
+    total = min(len(records), max_examples) if max_examples else len(records)
     per_process = math.ceil(total / process_count)
     num_batches = max(1, math.ceil(per_process / batch_size))
-    local_split = split
-    if process_count > 1:
-        local_split = tfds.split_for_jax_process(split, process_index=process_index,
-                                                 process_count=process_count)
-    ds = builder.as_dataset(split=local_split, shuffle_files=False)
+    start = min(total, process_index * per_process)
+    stop = min(total, start + per_process)
+    features = builder.info.features
+    needed = tuple(dict.fromkeys(("image", *keys, label_key, *(keep[:1] if keep else ()))))
     drop = tf.constant(list(drop_labels) or [-1], tf.int64)
     keep_values = tf.constant(list(keep[1]) if keep else [0], tf.int64)
 
+    def read(positions):
+        serialized = tf.numpy_function(lambda p: source.read(records, p), [positions],
+                                       tf.string, stateful=False)
+        serialized.set_shape(positions.shape)
+        return source.parse(builder, serialized, needed)
+
     def prepare(ex):
-        out = {"image": resize_center_crop(ex["image"], image_size)}
+        image = features["image"].decode_example(ex["image"])
+        out = {"image": resize_center_crop(image, image_size)}
         for k in keys:
-            out[k] = ex[k]
+            out[k] = features[k].decode_example(ex[k])
         valid = tf.logical_not(tf.reduce_any(tf.cast(ex[label_key], tf.int64) == drop))
         if keep:
             valid &= tf.reduce_any(tf.cast(ex[keep[0]], tf.int64) == keep_values)
         out["mask"] = valid
         return out
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.range(start, stop).batch(_READ_BATCH).map(read).unbatch()
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size).prefetch(2)
 
     def pad(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -85,7 +95,7 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: i
 
     def iterate():
         count = 0
-        for batch in tfds.as_numpy(ds):
+        for batch in ds.as_numpy_iterator():
             count += 1
             yield pad(batch)
         empty = None

@@ -41,7 +41,7 @@ def local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> i
 
 
 def load_pretrain_source(config: ml_collections.ConfigDict, process_index: int,
-                         process_count: int) -> source.ExampleSource:
+                         process_count: int) -> source.TfdsSource:
     return source.load_source(config.data.dataset, config.data.data_dir, train_split(config),
                               process_index, process_count)
 
@@ -75,11 +75,11 @@ def steps_per_epoch(config: ml_collections.ConfigDict, *, process_index: int | N
     return n // b
 
 
-def pretrain_dataset(src: source.ExampleSource, *, seed: int, aug: ml_collections.ConfigDict,
+def pretrain_dataset(src: source.Source, *, seed: int, aug: ml_collections.ConfigDict,
                      image_size: int, local_batch: int, steps_per_epoch: int,
                      start_step: int = 0, process_index: int = 0, record: bool = True,
                      num_parallel_calls: int = -1, prefetch: int = 2) -> tf.data.Dataset:
-    """The tf.data stream over an in-memory shard (see the module docstring). With
+    """The tf.data stream over a shard read by position (see the module docstring). With
     `record`, each batch carries both views' records packed as 'params' float32
     [b, 2, augment.PACKED_SIZE]; `unpack_batch` (done by PretrainIterator) restores
     'params1' and 'params2'."""
@@ -93,12 +93,8 @@ def pretrain_dataset(src: source.ExampleSource, *, seed: int, aug: ml_collection
             perm_seed = tf.random.experimental.stateless_fold_in(perm_seed,
                                                                  tf.cast(data, tf.int64))
         local = tf.random.experimental.index_shuffle(positions, perm_seed, n - 1)
-        images, labels, indices = tf.numpy_function(
-            lambda i: (src.images[i], src.labels[i], src.indices[i]), [local],
-            [tf.string, tf.int32, tf.int64], stateful=False)
-        for t in (images, labels, indices):
-            t.set_shape([b])
-        return {"image": images, "label": labels, "index": indices,
+        ex = src.lookup(local)  # reads exactly these examples (random access)
+        return {"image": ex["image"], "label": ex["label"], "index": ex["index"],
                 "epoch": tf.fill([b], epoch)}
 
     def make_views(ex):

@@ -66,8 +66,8 @@ def write_preview(config, out_dir: str, num_images: int = 16) -> dict[str, np.nd
         src, seed=config.seed, aug=config.aug, image_size=config.data.image_size,
         local_batch=num_images, steps_per_epoch=len(src) // num_images, start_step=0)
     batch = pipeline.unpack_batch(next(ds.as_numpy_iterator()))
-    decoded = [augment.decode(src.images[np.searchsorted(src.indices, i)]).numpy()
-               for i in batch["index"]]
+    encoded = src.lookup(tf.constant(src.positions_of(batch["index"])))["image"].numpy()
+    decoded = [augment.decode(e).numpy() for e in encoded]
     hw = np.array([d.shape[:2] for d in decoded], np.int32)
     sources = np.zeros((num_images, hw[:, 0].max(), hw[:, 1].max(), 3), np.uint8)
     for i, d in enumerate(decoded):  # zero-padded when source sizes differ (ImageNet)

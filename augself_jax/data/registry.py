@@ -52,6 +52,12 @@ def _registry() -> dict[str, DatasetInfo]:
             test_split="test", image_size=64, mean=(0.221, 0.222, 0.221),
             std=(0.256, 0.257, 0.255), label_key="shape", num_classes=4,
             extra_labels=(("hue", 8), ("position", 9), ("size", 3))),
+        # The same distribution, ten times the training examples (data-path benchmark).
+        "shapes64_200k": DatasetInfo(
+            name="shapes64_200k", tfds_name="augself_shapes/64px_200k", train_split="train",
+            test_split="test", image_size=64, mean=(0.221, 0.222, 0.221),
+            std=(0.256, 0.257, 0.255), label_key="shape", num_classes=4,
+            extra_labels=(("hue", 8), ("position", 9), ("size", 3))),
         "stl10": DatasetInfo(
             name="stl10", tfds_name="stl10", train_split="train+unlabeled", test_split="test",
             labeled_train_split="train", image_size=96, mean=(0.43, 0.42, 0.39),

@@ -1,6 +1,7 @@
 """The built-in dataset: one coloured shape on a plain dark background (TFDS `augself_shapes`).
 
-Generated locally and deterministically (NumPy, vectorised) on first use; no download.
+Generated locally and deterministically (NumPy, vectorised) on first use, stored as
+ArrayRecord (see data/source.py); no download.
 Labels: `shape` (4 classes, augmentation-invariant), `hue` (8 bins of the shape's hue,
 colour-sensitive), `position` (3x3 grid cell of the centre, row-major, within the range the
 centre can take at the shape's size) and `size` (3 bins), each balanced; the exact values
@@ -22,6 +23,7 @@ Version 2 is built so that the objectives can learn the task (why each choice, m
 
 import dataclasses
 import io
+from collections.abc import Iterator
 
 import numpy as np
 import PIL.Image
@@ -122,8 +124,10 @@ def shape_mask(labels: dict[str, np.ndarray], image_size: int) -> np.ndarray:
     return _shape_mask(labels, xx, yy)
 
 
-def render(labels: dict[str, np.ndarray], image_size: int, seed: int) -> np.ndarray:
-    """uint8 [n, S, S, 3] images for the given labels; background noise drawn from `seed`."""
+def render_chunks(labels: dict[str, np.ndarray], image_size: int, seed: int
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, uint8 [m, S, S, 3]) images for the given labels, _CHUNK at a time, so that
+    generating a large split holds one chunk; background noise drawn from `seed`."""
     n = len(labels["shape"])
     rng = np.random.default_rng(seed)
     fg_rgb = _hsv_to_rgb(labels["hue_angle"].astype(np.float64) / 360.0,
@@ -131,7 +135,6 @@ def render(labels: dict[str, np.ndarray], image_size: int, seed: int) -> np.ndar
     noise_seed = rng.integers(0, 2**31)
     coords = (np.arange(image_size) + 0.5) / image_size
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    out = np.empty((n, image_size, image_size, 3), np.uint8)
     for start in range(0, n, _CHUNK):
         sl = slice(start, min(n, start + _CHUNK))
         m = sl.stop - sl.start
@@ -139,23 +142,35 @@ def render(labels: dict[str, np.ndarray], image_size: int, seed: int) -> np.ndar
             0, NOISE_STD, (m, image_size, image_size, 1))
         mask = _shape_mask({k: v[sl] for k, v in labels.items()}, xx, yy)
         img = np.where(mask[..., None], fg_rgb[sl, None, None, :], bg)
-        out[sl] = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
-    return out
+        yield start, np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+
+
+def render(labels: dict[str, np.ndarray], image_size: int, seed: int) -> np.ndarray:
+    """uint8 [n, S, S, 3] images for the given labels; background noise drawn from `seed`."""
+    chunks = [images for _, images in render_chunks(labels, image_size, seed)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, image_size, image_size, 3),
+                                                          np.uint8)
 
 
 class AugselfShapes(tfds.core.GeneratorBasedBuilder):
     """One coloured shape on a plain dark background; labels shape, hue, position, size."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    # 2.1.0 holds the examples of 2.0.0, stored as ArrayRecord. A new version rather than a
+    # rewrite: a TFRecord copy of 2.0.0 prepared earlier stays as it is, unread.
+    VERSION = tfds.core.Version("2.1.0")
     RELEASE_NOTES = {
         "1.0.0": "First release.",
         "2.0.0": "Shapes that survive the crop and lie inside the image; a plain gray "
                  "background with no per-image cue; fixed saturation and value.",
+        "2.1.0": "The same examples, stored as ArrayRecord (random access).",
     }
     BUILDER_CONFIGS = [
         ShapesConfig(name="32px", description="32x32 images (default)", image_size=32),
         ShapesConfig(name="64px", description="64x64 images", image_size=64),
         ShapesConfig(name="96px", description="96x96 images (STL-10 size)", image_size=96),
+        # Ten times the examples, same distribution: the data-path benchmark's large size.
+        ShapesConfig(name="64px_200k", description="64x64 images, 200,000 for training",
+                     image_size=64, num_train=200_000),
     ]
     DEFAULT_CONFIG_NAME = "32px"
 
@@ -193,9 +208,10 @@ class AugselfShapes(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, n: int, seed: int):
         labels = sample_labels(n, seed)
-        images = render(labels, self.builder_config.image_size, seed + 1000)
-        for i in range(n):
-            # Encoded here with PIL: several times faster than TFDS's per-example TF call.
-            buffer = io.BytesIO()
-            PIL.Image.fromarray(images[i]).save(buffer, format="png")
-            yield i, {"image": buffer.getvalue(), **{k: v[i] for k, v in labels.items()}}
+        for start, images in render_chunks(labels, self.builder_config.image_size,
+                                           seed + 1000):
+            for i, image in enumerate(images, start):
+                # Encoded here with PIL: several times faster than TFDS's per-example TF call.
+                buffer = io.BytesIO()
+                PIL.Image.fromarray(image).save(buffer, format="png")
+                yield i, {"image": buffer.getvalue(), **{k: v[i] for k, v in labels.items()}}

@@ -51,9 +51,11 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
     if not info.tfds_name.startswith(source.BUILTIN):  # the built-in one is made on demand
         import tensorflow_datasets as tfds
 
-        if not tfds.builder(info.tfds_name, data_dir=config.data.data_dir,
-                            try_gcs=False).is_prepared():
-            raise ConfigError(source.not_prepared_message(info, config.data.data_dir))
+        prepared = tfds.builder(info.tfds_name, data_dir=config.data.data_dir, try_gcs=False)
+        if not prepared.is_prepared():
+            raise ConfigError(source.not_prepared_message(info.tfds_name, config.data.data_dir,
+                                                          name=info.name))
+        source.check_random_access(prepared, name=info.name)  # TFRecord-only: say how to fix
     splits = {"train_split": config.data.get("train_split") or info.train_split,
               "test_split": config.data.get("test_split") or info.test_split}
     if info.tfds_name.startswith(source.BUILTIN):

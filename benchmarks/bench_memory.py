@@ -1,0 +1,159 @@
+"""Host memory and throughput of the pretraining input against dataset size.
+
+For each size of the built-in dataset (generated first if needed, timed), a fresh process
+runs the two-view pretraining stream for a number of steps and reports its peak resident
+memory (getrusage's ru_maxrss, the whole process: TensorFlow included) and its two-view
+examples per second. Two ways of reading are compared:
+
+- `disk`: the data path (data/source.py), examples read by position from ArrayRecord;
+- `memory`: every encoded image of the split held in RAM first (the former data path).
+
+    python benchmarks/bench_memory.py [--image_size=64] [--sizes=20000,200000] \
+        [--modes=disk,memory] [--steps=40] [--batch=64] [--threads=1] [--rounds=2] \
+        [--data_dir=DIR] [--json=results.json]
+
+The 200,000-example size takes minutes to generate (reported) and about 1.1 GB of disk;
+it is not part of the test suite. Measurements are interleaved over rounds; the table keeps
+the best throughput and the largest peak memory of each (size, mode).
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Side of the generated images.")
+_SIZES = flags.DEFINE_list("sizes", ["20000", "200000"], "Training examples, one run each.")
+_MODES = flags.DEFINE_list("modes", ["disk", "memory"], "disk (data path) and/or memory.")
+_STEPS = flags.DEFINE_integer("steps", 40, "Batches timed per measurement.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Batches read before timing.")
+_BATCH = flags.DEFINE_integer("batch", 64, "Local batch size.")
+_THREADS = flags.DEFINE_integer("threads", 1, "tf.data threads (= cores used).")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Interleaved measurements of each (size, mode).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's).")
+_JSON = flags.DEFINE_string("json", None, "Also write the results here.")
+_CHILD = flags.DEFINE_string("child", None, "Internal: 'size,mode' measured in this process.")
+
+
+def shapes_builder(image_size: int, num_train: int, data_dir: str | None):
+    """The built-in dataset's builder at this size (a named config where one matches)."""
+    from augself_jax.data import shapes, source
+
+    config = next((c for c in shapes.AugselfShapes.BUILDER_CONFIGS
+                   if (c.image_size, c.num_train) == (image_size, num_train)), None)
+    config = config or shapes.ShapesConfig(name=f"{image_size}px_{num_train}",
+                                           image_size=image_size, num_train=num_train,
+                                           num_test=1000)
+    return shapes.AugselfShapes(config=config, data_dir=data_dir,
+                                file_format=source.FILE_FORMAT)
+
+
+def _in_memory(src):
+    """The former data path: every encoded image of the shard read into RAM."""
+    import numpy as np
+
+    from augself_jax.data import source
+
+    images, labels = [], []
+    for begin in range(0, len(src), 4096):
+        positions = np.arange(begin, min(len(src), begin + 4096))
+        ex = source.parse(src.builder, src.read(positions), ["image", src.label_key])
+        images.extend(ex["image"].numpy())
+        labels.append(ex[src.label_key].numpy().astype(np.int32))
+    return source.ExampleSource(images=np.asarray(images, dtype=object),
+                                labels=np.concatenate(labels),
+                                indices=np.arange(len(src), dtype=np.int64))
+
+
+def measure(num_train: int, mode: str) -> dict:
+    """One measurement (run in a fresh process): peak RSS and two-view examples/s."""
+    import tensorflow as tf
+
+    from augself_jax.data import pipeline, source
+    from configs.common import base_config
+
+    tf.config.set_visible_devices([], "GPU")
+    b = shapes_builder(_IMAGE_SIZE.value, num_train, _DATA_DIR.value)
+    src = source.TfdsSource(b, "train", "shape", 0, num_train)
+    if mode == "memory":
+        src = _in_memory(src)
+    batch = _BATCH.value
+    ds = pipeline.pretrain_dataset(src, seed=0, aug=base_config("shapes").aug,
+                                   image_size=_IMAGE_SIZE.value, local_batch=batch,
+                                   steps_per_epoch=len(src) // batch)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = _THREADS.value
+    it = ds.with_options(options).as_numpy_iterator()
+    for _ in range(_WARMUP.value):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+        next(it)
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"size": num_train, "mode": mode, "peak_rss_mib": round(peak_mib, 1),
+            "examples_per_s": round(_STEPS.value * batch / seconds, 1)}
+
+
+def _child_args(size: int, mode: str) -> list[str]:
+    args = [sys.executable, os.path.abspath(__file__), f"--child={size},{mode}"]
+    for flag in (_IMAGE_SIZE, _STEPS, _WARMUP, _BATCH, _THREADS, _DATA_DIR):
+        if flag.value is not None:
+            args.append(f"--{flag.name}={flag.value}")
+    return args
+
+
+def main(argv):
+    del argv
+    if _CHILD.value:
+        size, mode = _CHILD.value.split(",")
+        print(json.dumps(measure(int(size), mode)))
+        return
+    sizes = [int(s) for s in _SIZES.value]
+    generated = {}
+    for size in sizes:  # generate before measuring, so no measurement holds the writer
+        b = shapes_builder(_IMAGE_SIZE.value, size, _DATA_DIR.value)
+        if not b.is_prepared():
+            start = time.perf_counter()
+            b.download_and_prepare()
+            generated[size] = time.perf_counter() - start
+            print(f"generated {size} examples at {_IMAGE_SIZE.value} px in "
+                  f"{generated[size]:.0f} s", flush=True)
+    results = {}
+    for _ in range(_ROUNDS.value):
+        for size in sizes:
+            for mode in _MODES.value:
+                out = subprocess.run(_child_args(size, mode), capture_output=True, text=True,
+                                     check=False)
+                if out.returncode:
+                    raise SystemExit(out.stderr[-3000:])
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(json.dumps(r), flush=True)
+                best = results.setdefault((size, mode), r)
+                best["examples_per_s"] = max(best["examples_per_s"], r["examples_per_s"])
+                best["peak_rss_mib"] = max(best["peak_rss_mib"], r["peak_rss_mib"])
+    print(f"\n{_IMAGE_SIZE.value} px, batch {_BATCH.value}, {_THREADS.value} thread(s), "
+          f"best of {_ROUNDS.value}")
+    print(f"{'examples':>9} {'mode':>7} {'peak RSS MiB':>13} {'two-view ex/s':>14}")
+    for (size, mode), r in results.items():
+        print(f"{size:>9} {mode:>7} {r['peak_rss_mib']:>13.0f} {r['examples_per_s']:>14.0f}")
+    for mode in _MODES.value:
+        rows = [results[(s, mode)] for s in sizes]
+        rss = max(r["peak_rss_mib"] for r in rows) / min(r["peak_rss_mib"] for r in rows)
+        rate = max(r["examples_per_s"] for r in rows) / min(r["examples_per_s"] for r in rows)
+        print(f"{mode}: peak RSS varies by {100 * (rss - 1):.1f}%, throughput by "
+              f"{100 * (rate - 1):.1f}% across sizes")
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump({"generated_s": generated, "results": list(results.values())}, f)
+
+
+if __name__ == "__main__":
+    app.run(main)
