@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_cost import step_cost  # noqa: E402
 from step_inputs import VARIANTS, make_config, method_names, synthetic_batch  # noqa: E402
 
+from augself_jax.models.backbones import BACKBONES  # noqa: E402
+
 
 def time_step(config, host_batch: dict, steps: int, repeats: int) -> float:
     """Best-of-`repeats` mean seconds per step over `steps` steps."""
@@ -52,7 +54,9 @@ def time_step(config, host_batch: dict, steps: int, repeats: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="", help="comma-separated; default: every method")
-    p.add_argument("--backbone", default="resnet18", choices=("resnet18", "resnet50"))
+    p.add_argument("--backbone", default="resnet18", choices=BACKBONES)
+    p.add_argument("--patch_size", type=int, default=16, help="ViTs only")
+    p.add_argument("--vit_depth", type=int, default=0, help="ViTs: 0 keeps the 12 blocks")
     p.add_argument("--stem", default="cifar", choices=("imagenet", "cifar"))
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--image_size", type=int, default=32)
@@ -74,7 +78,8 @@ def main() -> None:
         configs = {v: make_config(method, v, backbone=args.backbone, stem=args.stem,
                                   width=args.width, image_size=args.image_size,
                                   batch=args.batch, dtype=args.dtype,
-                                  small_heads=args.small_heads) for v in VARIANTS}
+                                  small_heads=args.small_heads, patch_size=args.patch_size,
+                                  vit_depth=args.vit_depth) for v in VARIANTS}
         ms = {v: 1e3 * time_step(c, host_batch, args.steps, args.repeats)
               for v, c in configs.items()}
         flops = {v: step_cost(c).flops for v, c in configs.items()}

@@ -28,23 +28,29 @@ RECORD = {"crop": ((4,), np.float32), "flip": ((), np.float32), "color": ((4,), 
 
 def method_names() -> tuple[str, ...]:
     """Every registered base method, so a newly added one is benchmarked too."""
-    from augself_jax.methods import METHODS
+    from augself_jax.methods import registry
 
-    return tuple(METHODS)
+    return registry.names()
 
 
 def make_config(method: str, variant: str, *, backbone: str = "resnet18",
                 stem: str = "cifar", width: int = 64, image_size: int = 32, batch: int = 256,
                 dtype: str = "float32", small_heads: bool = False,
-                preset: str = "stl10") -> ml_collections.ConfigDict:
+                preset: str = "stl10", patch_size: int = 16,
+                vit_depth: int = 0) -> ml_collections.ConfigDict:
     """`method` plain, + AugSelf (the reference crop + colour heads) or + CASSLE (proj-cat)."""
+    from augself_jax.methods import registry
+
     if variant not in VARIANTS:
         raise ValueError(f"variant '{variant}'; allowed: {', '.join(VARIANTS)}")
     c = base_config(preset)
     c.batch_size = batch
     c.data.image_size = image_size
-    c.model.update(backbone=backbone, stem=stem, width=width, dtype=dtype)
+    c.model.update(backbone=backbone, stem=stem, width=width, dtype=dtype,
+                   patch_size=patch_size, vit_depth=vit_depth)
     c.method.name = method
+    registry.get(method).recipe(c)  # the method's optimiser for this backbone (MoCo v3)
+    c.optimizer.warmup_epochs = 0.0  # the schedule's shape does not change a step's cost
     c.method.num_classes = 10
     c.method.queue_size = max(batch, 4096)
     c.total_steps = 1000

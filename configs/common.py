@@ -51,30 +51,30 @@ def aug_config(preset: str) -> ml_collections.ConfigDict:
 
 
 def model_config(preset: str) -> ml_collections.ConfigDict:
+    """The backbone: resnet18 | resnet50 (stem, width) or vit_small | vit_base (patch_size)."""
     c = ml_collections.ConfigDict()
     c.backbone = "resnet50" if preset == "imagenet100" else "resnet18"
     c.stem = "cifar" if preset in ("cifar10", "shapes") else "imagenet"
     c.width = 64  # channels of the first stage; the shapes preset uses a thin net
     c.dtype = "float32"  # compute dtype; parameters are always float32
+    c.patch_size = 16  # ViTs (vit_small, vit_base) only
+    c.vit_depth = 0  # ViTs: 0 keeps the named size's 12 blocks; tests use fewer
     return c
 
 
 def method_config() -> ml_collections.ConfigDict:
-    """Base-method hyperparameters (METHOD.md section 4); each method reads its own."""
+    """Base-method hyperparameters (METHOD.md section 4). The fields every method may read are
+    here; each method's own fields (e.g. `moco_momentum`, `byol_tau_base`) and their
+    defaults come from its module's registry entry."""
+    from augself_jax.methods import registry
+
     c = ml_collections.ConfigDict()
-    c.name = "simclr"  # simclr | moco | byol | simsiam | barlow | supervised
-    c.temperature = 0.2  # SimCLR, MoCo
-    c.proj_hidden = -1  # -1: the method's reference width (F, 4096, 2048 or 8192)
+    c.name = "simclr"  # one of augself_jax/methods/registry.names()
+    c.temperature = 0.2  # SimCLR, MoCo v2
+    c.proj_hidden = -1  # -1: the method's reference width (F, 2048, 4096 or 8192)
     c.proj_out = -1  # -1: the method's reference width (128, 256, 2048 or 8192)
-    c.pred_hidden = -1  # BYOL, SimSiam predictor hidden width
-    c.moco_momentum = 0.999
-    c.queue_size = 65536
-    c.moco_enqueue = "keys"  # keys (MoCo paper) | queries (the AugSelf reference)
-    c.byol_tau_base = 0.996
-    c.simsiam_proj_layers = 2  # 3 at ImageNet scale
-    c.simsiam_fixed_predictor_lr = True
-    c.barlow_lambda = 0.0051
-    c.num_classes = -1  # supervised: -1 takes it from the dataset registry
+    c.pred_hidden = -1  # predictor hidden width (BYOL, SimSiam, MoCo v3)
+    c.update(registry.config_defaults())
     return c
 
 
@@ -208,13 +208,21 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     return c
 
 
-def experiment(preset: str | None, method: str, *, augself: bool = False,
+def experiment(arg: str | None, method: str, *, augself: bool = False,
                cassle: bool = False) -> ml_collections.ConfigDict:
-    """The config of one experiment file: `method`, plain or with AugSelf or CASSLE."""
-    c = base_config(preset)
+    """The config of one experiment file: `method`, plain or with AugSelf or CASSLE.
+
+    `arg` is `preset` or `preset,backbone` (e.g. `stl10,vit_small`); the method's reference
+    recipe for that preset and backbone (its registry entry's `recipe`) is applied.
+    """
+    from augself_jax.methods import registry
+
+    preset, _, backbone = (arg or "").partition(",")
+    c = base_config(preset or None)
+    if backbone:
+        c.model.backbone = backbone
     c.method.name = method
-    if method == "simsiam" and c.preset == "imagenet100":
-        c.method.simsiam_proj_layers = 3  # METHOD.md: 2 layers on small data, 3 at ImageNet scale
+    registry.get(method).recipe(c)
     if augself:
         # The reference AugSelf heads: crop and colour, 1.0 at STL-10 scale, 0.5 on ImageNet-100.
         weight = 0.5 if c.preset == "imagenet100" else 1.0

@@ -178,7 +178,7 @@ def _error(config) -> str:
 
 def test_validation_errors_name_the_field():
     c = tiny_config()
-    c.method.name = "swav"
+    c.method.name = "dino"
     assert _error(c).startswith("method.name")
     c = tiny_config()
     c.augself.colour = 1.0

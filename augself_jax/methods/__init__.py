@@ -1,9 +1,8 @@
-"""Base methods: one file each, with its heads and its loss; `build_model`, `compute_loss`,
-`update_targets` are the trainer's three calls."""
+"""Base methods: one module each (its heads, loss, targets, state and config fields), found
+by `registry`; `build_model`, `compute_loss`, `update_targets` are the trainer's three calls."""
 
 from augself_jax.methods.core import Momentum, Queue
 from augself_jax.methods.model import (
-    METHODS,
     PretrainModel,
     build_model,
     compute_loss,
@@ -12,7 +11,6 @@ from augself_jax.methods.model import (
 from augself_jax.methods.validate import validate_model_config
 
 __all__ = [
-    "METHODS",
     "Momentum",
     "PretrainModel",
     "Queue",

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from augself_jax.errors import ConfigError
 from augself_jax.methods.core import pick, project
+from augself_jax.methods.registry import Method
 from augself_jax.models.mlp import MLP
-
-HAS_MOMENTUM = False
 
 
 def barlow_loss(z1: jax.Array, z2: jax.Array, lam: float) -> jax.Array:
@@ -36,4 +36,19 @@ def forward(model, batch: dict):
     y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
     z1 = project(model, y1, batch["params1"])
     z2 = project(model, y2, batch["params2"])
-    return barlow_loss(z1, z2, model.settings.barlow_lambda), y1, y2, {}
+    return barlow_loss(z1, z2, model.settings.hp), y1, y2, {}
+
+
+def validate(config) -> None:
+    if float(config.method.barlow_lambda) < 0:
+        raise ConfigError(f"method.barlow_lambda: {config.method.barlow_lambda} must be >= 0")
+
+
+METHOD = Method(
+    name="barlow",
+    build_heads=build_heads,
+    forward=forward,
+    defaults={"barlow_lambda": 0.0051},
+    settings=lambda config: float(config.method.barlow_lambda),
+    validate=validate,
+)

@@ -1,13 +1,23 @@
 """BYOL: online predictor against a momentum target whose tau follows a cosine schedule."""
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from augself_jax.methods.core import cosine, pick, project
+from augself_jax.methods.core import cosine, cosine_momentum, pick, project
+from augself_jax.methods.registry import Method
+from augself_jax.methods.validate import in_range, one_of
 from augself_jax.models.mlp import MLP
 
-HAS_MOMENTUM = True
+AUGSELF_VIEW2 = ("online", "target")
+
+
+@dataclass(frozen=True)
+class Hyper:
+    tau_base: float
+    augself_view2: str
 
 
 def byol_loss(p1: jax.Array, p2: jax.Array, t1: jax.Array, t2: jax.Array) -> jax.Array:
@@ -17,8 +27,7 @@ def byol_loss(p1: jax.Array, p2: jax.Array, t1: jax.Array, t2: jax.Array) -> jax
 
 def tau_schedule(step, total_steps, base: float):
     """tau = 1 - (1 - base) (cos(pi t / T) + 1) / 2: from base at t=0 to 1 at t=T."""
-    t = jnp.clip(jnp.asarray(step, jnp.float32) / jnp.maximum(total_steps, 1), 0.0, 1.0)
-    return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * t) + 1.0) / 2.0
+    return cosine_momentum(step, total_steps, base)
 
 
 def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
@@ -39,5 +48,26 @@ def forward(model, batch: dict):
     ty2 = jax.lax.stop_gradient(model.target_backbone(batch["view2"]))
     t1 = jax.lax.stop_gradient(project(model, ty1, p1_rec, target=True))
     t2 = jax.lax.stop_gradient(project(model, ty2, p2_rec, target=True))
-    # AugSelf with a momentum encoder: view 2's features come from the target, without gradient.
-    return byol_loss(p1, p2, t1, t2), y1, ty2, {}
+    # AugSelf reads both views' online features, as the reference does; "target" takes
+    # view 2 from the momentum encoder instead (no gradient through it).
+    view2 = ty2 if model.settings.hp.augself_view2 == "target" else y2
+    return byol_loss(p1, p2, t1, t2), y1, view2, {}
+
+
+def validate(config) -> None:
+    in_range("method.byol_tau_base", config.method.byol_tau_base, 0.0, 1.0)
+    one_of("method.byol_augself_view2", config.method.byol_augself_view2, AUGSELF_VIEW2)
+
+
+METHOD = Method(
+    name="byol",
+    build_heads=build_heads,
+    forward=forward,
+    defaults={
+        "byol_tau_base": 0.996,  # cosine from this to 1 at the last step
+        "byol_augself_view2": "online",  # online (the reference) | target: AugSelf's view 2
+    },
+    settings=lambda c: Hyper(float(c.method.byol_tau_base), str(c.method.byol_augself_view2)),
+    validate=validate,
+    momentum=lambda hp, step, total_steps: cosine_momentum(step, total_steps, hp.tau_base),
+)

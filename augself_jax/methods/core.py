@@ -2,6 +2,7 @@
 conditioned projection."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,15 +22,15 @@ class Queue(nnx.Variable):
 
 @dataclass(frozen=True)
 class Settings:
-    """The static (hashable) part of the config the losses read inside jit."""
+    """The static (hashable) part of the config the losses read inside jit.
+
+    `hp` is the method's own hyperparameters (its registry entry's `settings(config)`).
+    """
 
     method: str
     dtype: str
-    temperature: float
-    moco_momentum: float
-    moco_enqueue: str
-    byol_tau_base: float
-    barlow_lambda: float
+    temperature: float  # shared by the contrastive methods that read `method.temperature`
+    hp: Any
     augself: tuple[tuple[str, float], ...]
     augself_reference: bool
     cassle_keys: tuple[str, ...] | None  # None: CASSLE off
@@ -38,16 +39,13 @@ class Settings:
     ranges: Ranges
 
     @classmethod
-    def from_config(cls, config) -> "Settings":
+    def from_config(cls, config, hp: Any = None) -> "Settings":
         m, c = config.method, config.cassle
         return cls(
             method=m.name,
             dtype=config.model.dtype,
             temperature=float(m.temperature),
-            moco_momentum=float(m.moco_momentum),
-            moco_enqueue=m.moco_enqueue,
-            byol_tau_base=float(m.byol_tau_base),
-            barlow_lambda=float(m.barlow_lambda),
+            hp=hp,
             augself=augself.enabled_augs(config.augself),
             augself_reference=bool(config.augself.reference),
             cassle_keys=cassle.parse_keys(c.descriptor_keys) if c.enabled else None,
@@ -60,6 +58,12 @@ class Settings:
 def pick(value: int, default: int) -> int:
     """Config widths use -1 for 'the method's reference width'."""
     return default if value is None or value < 0 else int(value)
+
+
+def cosine_momentum(step, total_steps, base: float):
+    """tau = 1 - (1 - base) (cos(pi t / T) + 1) / 2: from base at t=0 to 1 at t=T (per step)."""
+    t = jnp.clip(jnp.asarray(step, jnp.float32) / jnp.maximum(total_steps, 1), 0.0, 1.0)
+    return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * t) + 1.0) / 2.0
 
 
 def momentum_copy(module: nnx.Module) -> nnx.Module:

@@ -1,14 +1,23 @@
 """MoCo v2: view-1 queries against view-2 keys of a momentum encoder, and a queue of negatives."""
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from augself_jax.methods.core import l2_normalize, pick, project
+from augself_jax.errors import ConfigError
+from augself_jax.methods.core import Queue, l2_normalize, pick, project
+from augself_jax.methods.registry import Method
+from augself_jax.methods.validate import in_range, one_of, positive
 from augself_jax.models.mlp import MLP
 
-HAS_MOMENTUM = True
+
+@dataclass(frozen=True)
+class Hyper:
+    momentum: float
+    enqueue: str
 
 
 def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float) -> jax.Array:
@@ -33,6 +42,10 @@ def init_queue(config, rngs: nnx.Rngs) -> jax.Array:
     return l2_normalize(jax.random.normal(rngs.params(), (int(config.method.queue_size), dim)))
 
 
+def init_state(config, rngs: nnx.Rngs) -> dict:
+    return {"queue": Queue(init_queue(config, rngs)), "queue_ptr": Queue(jnp.zeros((), jnp.int32))}
+
+
 def enqueue(model, keys: jax.Array) -> None:
     """Overwrite the oldest len(keys) rows (a ring buffer), in place."""
     queue, ptr = model.queue[...], model.queue_ptr[...]
@@ -48,5 +61,34 @@ def forward(model, batch: dict):
     y2 = jax.lax.stop_gradient(model.target_backbone(batch["view2"]))
     k = jax.lax.stop_gradient(l2_normalize(project(model, y2, batch["params2"], target=True)))
     loss = info_nce(q, k, jax.lax.stop_gradient(model.queue[...]), s.temperature)
-    enqueue(model, k if s.moco_enqueue == "keys" else q)
+    enqueue(model, k if s.hp.enqueue == "keys" else q)
+    # AugSelf reads view 2 from the key (momentum) encoder, as the reference does.
     return loss, y1, y2, {}
+
+
+def validate(config) -> None:
+    me = config.method
+    in_range("method.moco_momentum", me.moco_momentum, 0.0, 1.0)
+    one_of("method.moco_enqueue", me.moco_enqueue, ("keys", "queries"))
+    positive("method.queue_size", me.queue_size)
+    if me.queue_size < config.batch_size:
+        raise ConfigError(
+            f"method.queue_size: {me.queue_size} is smaller than batch_size "
+            f"{config.batch_size}; a step enqueues the whole batch"
+        )
+
+
+METHOD = Method(
+    name="moco",
+    build_heads=build_heads,
+    forward=forward,
+    defaults={
+        "moco_momentum": 0.999,  # constant
+        "queue_size": 65536,
+        "moco_enqueue": "keys",  # keys (MoCo paper) | queries (the AugSelf reference)
+    },
+    settings=lambda c: Hyper(float(c.method.moco_momentum), str(c.method.moco_enqueue)),
+    validate=validate,
+    momentum=lambda hp, step, total_steps: hp.momentum,
+    init_state=init_state,
+)

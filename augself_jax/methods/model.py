@@ -1,43 +1,37 @@
-"""The one module holding a whole pretraining model, and the three calls the trainer makes."""
+"""The one module holding a whole pretraining model, and the three calls the trainer makes.
+
+Nothing here names a method: each method's registry entry (`methods/registry.py`) says
+which heads, targets and extra state the model holds and how they are updated.
+"""
 
 import jax.numpy as jnp
 from flax import nnx
 
 from augself_jax.aware import augself, cassle
-from augself_jax.methods import barlow, byol, moco, simclr, simsiam, supervised
-from augself_jax.methods.core import Queue, Settings, ema_update, momentum_copy, pick
-from augself_jax.models.resnet import ResNet
+from augself_jax.methods import registry
+from augself_jax.methods.core import Settings, ema_update, momentum_copy, pick
+from augself_jax.models.backbones import build_backbone
 
-METHODS = {
-    "simclr": simclr,
-    "moco": moco,
-    "byol": byol,
-    "simsiam": simsiam,
-    "barlow": barlow,
-    "supervised": supervised,
-}
+# Attributes every model has (None when its method does not use them), so code and tests
+# can ask `model.predictor is None`; a method may add further heads or state by name.
+SLOTS = ("projector", "predictor", "classifier", "queue", "queue_ptr")
 
 
 class PretrainModel(nnx.Module):
-    """backbone, projector | classifier, predictor, augself_heads, cassle, target_*, queue.
+    """backbone, the method's heads (projector | classifier, predictor, ...), augself_heads,
+    cassle, target_* and the method's extra state (MoCo's queue, queue_ptr).
 
     Attributes a configuration does not use are None. Momentum targets (`target_backbone`,
-    `target_projector`, `target_cassle`) hold Momentum variables and the MoCo `queue` /
-    `queue_ptr` are Queue variables: neither is an nnx.Param.
+    `target_projector`, `target_cassle`) hold Momentum variables and extra state (the MoCo
+    `queue` / `queue_ptr`) is Queue variables: neither is an nnx.Param.
     """
 
     def __init__(self, config, rngs: nnx.Rngs):
-        s = Settings.from_config(config)
+        method = registry.get(config.method.name)
+        s = Settings.from_config(config, method.settings(config))
         self.settings = s
-        method = METHODS[s.method]
         dtype = jnp.dtype(config.model.dtype)
-        self.backbone = ResNet(
-            config.model.backbone,
-            stem=config.model.stem,
-            width=int(config.model.width),
-            dtype=dtype,
-            rngs=rngs,
-        )
+        self.backbone = build_backbone(config.model, config.data.image_size, rngs)
         f = self.backbone.num_features
 
         # Optional parts are None when unused; nnx.data keeps each attribute a pytree slot.
@@ -52,9 +46,10 @@ class PretrainModel(nnx.Module):
         self.cassle = nnx.data(encoder)
 
         heads = method.build_heads(config, f, proj_in, dtype, rngs)
-        self.projector = nnx.data(heads.get("projector"))
-        self.predictor = nnx.data(heads.get("predictor"))
-        self.classifier = nnx.data(heads.get("classifier"))
+        for name in SLOTS:
+            setattr(self, name, nnx.data(None))
+        for name, head in heads.items():
+            setattr(self, name, nnx.data(head))
 
         augs = tuple(a for a, _ in s.augself)
         hidden = pick(config.augself.hidden, 512)
@@ -62,16 +57,18 @@ class PretrainModel(nnx.Module):
             augself.make_heads(augs, f, hidden, dtype, rngs) if augs else None
         )
 
-        momentum = method.HAS_MOMENTUM
+        momentum = method.momentum is not None
         self.target_backbone = nnx.data(momentum_copy(self.backbone) if momentum else None)
-        self.target_projector = nnx.data(momentum_copy(self.projector) if momentum else None)
+        self.target_projector = nnx.data(None)
+        for name in method.target_heads if momentum else ():
+            setattr(self, "target_" + name, nnx.data(momentum_copy(getattr(self, name))))
         self.target_cassle = nnx.data(
             momentum_copy(encoder) if momentum and encoder is not None else None
         )
 
-        is_moco = s.method == "moco"
-        self.queue = nnx.data(Queue(moco.init_queue(config, rngs)) if is_moco else None)
-        self.queue_ptr = nnx.data(Queue(jnp.zeros((), jnp.int32)) if is_moco else None)
+        extra = method.init_state(config, rngs) if method.init_state is not None else {}
+        for name, variable in extra.items():
+            setattr(self, name, nnx.data(variable))
 
 
 def build_model(config, rngs: nnx.Rngs) -> PretrainModel:
@@ -83,11 +80,11 @@ def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tup
     """(loss, metrics): SSL loss + sum of lambda_aug * AugSelf loss_aug. Call inside jit.
 
     batch: view1/view2 normalised float [B,H,W,3], params1/params2 records, label [B].
-    Mutates BatchNorm statistics and the MoCo queue in place.
+    Mutates BatchNorm statistics and the method's extra state (MoCo's queue) in place.
     """
     del step, total_steps  # no loss here depends on the schedule
     s: Settings = model.settings
-    ssl_loss, y1, y2, metrics = METHODS[s.method].forward(model, batch)
+    ssl_loss, y1, y2, metrics = registry.get(s.method).forward(model, batch)
     metrics = dict(metrics, ssl_loss=ssl_loss)
     loss = ssl_loss
     if model.augself_heads is not None:
@@ -108,16 +105,17 @@ def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tup
 
 
 def update_targets(model: PretrainModel, *, step, total_steps) -> None:
-    """Momentum updates after the optimizer step; a no-op for methods without targets."""
+    """After the optimizer step: the method's in-place updates, then the momentum targets
+    (a no-op for methods without targets)."""
     s: Settings = model.settings
-    if model.target_backbone is None:
+    method = registry.get(s.method)
+    if method.after_update is not None:
+        method.after_update(model)
+    if method.momentum is None:
         return
-    if s.method == "byol":
-        tau = byol.tau_schedule(step, total_steps, s.byol_tau_base)
-    else:
-        tau = s.moco_momentum
+    tau = method.momentum(s.hp, step, total_steps)
     ema_update(model.target_backbone, model.backbone, tau)
-    ema_update(model.target_projector, model.projector, tau)
+    for name in method.target_heads:
+        ema_update(getattr(model, "target_" + name), getattr(model, name), tau)
     if model.target_cassle is not None:
         ema_update(model.target_cassle, model.cassle, tau)
-

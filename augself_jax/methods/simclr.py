@@ -6,9 +6,8 @@ import optax
 from flax import nnx
 
 from augself_jax.methods.core import l2_normalize, pick, project
+from augself_jax.methods.registry import Method
 from augself_jax.models.mlp import MLP
-
-HAS_MOMENTUM = False
 
 
 def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float) -> jax.Array:
@@ -32,3 +31,6 @@ def forward(model, batch: dict):
     z1 = project(model, y1, batch["params1"])
     z2 = project(model, y2, batch["params2"])
     return nt_xent(z1, z2, model.settings.temperature), y1, y2, {}
+
+
+METHOD = Method(name="simclr", build_heads=build_heads, forward=forward)

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from augself_jax.errors import ConfigError
 from augself_jax.methods.core import cosine, pick, project
+from augself_jax.methods.registry import Method
 from augself_jax.models.mlp import MLP
-
-HAS_MOMENTUM = False
 
 
 def simsiam_loss(p1: jax.Array, p2: jax.Array, z1: jax.Array, z2: jax.Array) -> jax.Array:
@@ -36,3 +36,31 @@ def forward(model, batch: dict):
     p1 = model.predictor(z1).astype(jnp.float32)
     p2 = model.predictor(z2).astype(jnp.float32)
     return simsiam_loss(p1, p2, z1, z2), y1, y2, {}
+
+
+def validate(config) -> None:
+    layers = config.method.simsiam_proj_layers
+    if layers not in (2, 3):
+        raise ConfigError(f"method.simsiam_proj_layers: '{layers}' is unknown; allowed: 2, 3")
+
+
+def constant_lr(config) -> tuple[str, ...]:
+    # The reference's fix_lr: the predictor learns at the constant (scaled) base lr.
+    return ("predictor",) if config.method.simsiam_fixed_predictor_lr else ()
+
+
+def recipe(config) -> None:
+    if config.preset == "imagenet100":
+        config.method.simsiam_proj_layers = 3  # METHOD.md: 2 on small data, 3 at ImageNet scale
+
+
+METHOD = Method(
+    name="simsiam",
+    build_heads=build_heads,
+    forward=forward,
+    defaults={"simsiam_proj_layers": 2,  # 3 at ImageNet scale
+              "simsiam_fixed_predictor_lr": True},
+    validate=validate,
+    constant_lr=constant_lr,
+    recipe=recipe,
+)

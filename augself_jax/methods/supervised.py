@@ -6,8 +6,8 @@ import optax
 from flax import nnx
 
 from augself_jax.methods.core import project
-
-HAS_MOMENTUM = False
+from augself_jax.methods.registry import Method
+from augself_jax.methods.validate import positive
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -36,3 +36,12 @@ def forward(model, batch: dict):
     loss = 0.5 * (cross_entropy(logits1, batch["label"]) + cross_entropy(logits2, batch["label"]))
     acc = jnp.mean((jnp.argmax(logits1, -1) == batch["label"]).astype(jnp.float32))
     return loss, y1, y2, {"train_acc": acc}
+
+
+METHOD = Method(
+    name="supervised",
+    build_heads=build_heads,
+    forward=forward,
+    defaults={"num_classes": -1},  # -1 takes it from the dataset registry
+    validate=lambda c: positive("method.num_classes", c.method.num_classes, allow_default=True),
+)

@@ -2,7 +2,8 @@
 
 lr = base_lr * batch / 256, cosine decay to 0 at the last step (stepped per
 optimizer step, not per epoch as the reference), optional linear warm-up.
-SimSiam's `predictor` keeps the constant base lr when the config asks for it.
+A method may keep parameter groups at the constant base lr (its registry entry's
+`constant_lr`, e.g. SimSiam's predictor).
 """
 
 from typing import Any
@@ -98,13 +99,18 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any,
     """The optimizer for `params` (a pytree of the trainable parameters) and its lr schedule."""
     schedule = learning_rate_schedule(config, num_steps, warmup_steps(config))
     main = _base_transform(config, schedule)
-    fixed_predictor = (config.method.name == "simsiam"
-                       and config.method.get("simsiam_fixed_predictor_lr", False))
+    from augself_jax.methods import registry
+
+    constant = set(registry.get(config.method.name).constant_lr(config))
     top_names = {_top_level_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
-    if not fixed_predictor or "predictor" not in top_names:
+    groups = sorted(constant & top_names)
+    if not groups:
         return main, schedule
-    # SimSiam: the predictor learns at the constant (scaled) base lr, as the reference's fix_lr.
-    fixed = _base_transform(config, peak_learning_rate(config))
+    # Parameter groups the method keeps at the constant (scaled) base lr, such as SimSiam's
+    # predictor (the reference's fix_lr). Each group is labelled by its attribute name, which
+    # names its optimiser state in checkpoints.
+    transforms = {"main": main}
+    transforms.update({g: _base_transform(config, peak_learning_rate(config)) for g in groups})
     labels = jax.tree_util.tree_map_with_path(
-        lambda path, _: "predictor" if _top_level_name(path) == "predictor" else "main", params)
-    return optax.multi_transform({"main": main, "predictor": fixed}, labels), schedule
+        lambda path, _: name if (name := _top_level_name(path)) in groups else "main", params)
+    return optax.multi_transform(transforms, labels), schedule

@@ -1,0 +1,119 @@
+"""MoCo v3: a symmetric contrastive loss between online predictions and momentum keys.
+
+As the MoCo v3 reference (and CASSLE, which builds on it): BN projector (2 layers on a
+ResNet, 3 on a ViT) and BN predictor, both ending in a BatchNorm without affine parameters
+except the ResNet predictor; keys from a momentum copy of the backbone and projector whose
+momentum rises from `mocov3_momentum` to 1 by a cosine over the steps; the other images of
+the global batch are the negatives (no queue); loss ctr(q1, k2) + ctr(q2, k1) with each
+cross-entropy scaled by 2T.
+"""
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from augself_jax.errors import ConfigError
+from augself_jax.methods.core import cosine_momentum, l2_normalize, pick, project
+from augself_jax.methods.registry import Method
+from augself_jax.methods.validate import in_range, one_of
+from augself_jax.models.backbones import is_vit
+from augself_jax.models.mlp import MLP
+
+
+@dataclass(frozen=True)
+class Hyper:
+    temperature: float
+    momentum: float
+
+
+def temperature(config) -> float:
+    """`mocov3_temperature`, or -1: the reference's 0.2 for a ViT, 1.0 for a ResNet."""
+    t = float(config.method.mocov3_temperature)
+    if t > 0:
+        return t
+    return 0.2 if is_vit(config.model.backbone) else 1.0
+
+
+def contrastive(q: jax.Array, k: jax.Array, temperature: float) -> jax.Array:
+    """CE of (q_i . k_j / T) over j with the positive j = i, times 2T; q, k are l2-normalised.
+
+    Every key of the global batch is a candidate, as the reference's gathered keys.
+    """
+    q, k = l2_normalize(q), l2_normalize(k)
+    logits = q @ k.T / temperature
+    labels = jnp.arange(q.shape[0])
+    ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return ce * 2.0 * temperature
+
+
+def mocov3_loss(q1, q2, k1, k2, temperature: float) -> jax.Array:
+    return contrastive(q1, k2, temperature) + contrastive(q2, k1, temperature)
+
+
+def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
+    m = config.method
+    vit = is_vit(config.model.backbone)
+    layers = int(m.mocov3_proj_layers) if m.mocov3_proj_layers > 0 else (3 if vit else 2)
+    hidden, out = pick(m.proj_hidden, 4096), pick(m.proj_out, 256)
+    widths = [hidden] * (layers - 1) + [out]
+    return {
+        "projector": MLP(proj_in, widths, last_bn="plain", dtype=dtype, rngs=rngs),
+        # The reference ends the ViT predictor in a plain BN, the ResNet one in a Linear.
+        "predictor": MLP(out, [pick(m.pred_hidden, 4096), out],
+                         last_bn="plain" if vit else "none", dtype=dtype, rngs=rngs),
+    }
+
+
+def forward(model, batch: dict):
+    p1_rec, p2_rec = batch["params1"], batch["params2"]
+    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
+    q1 = model.predictor(project(model, y1, p1_rec)).astype(jnp.float32)
+    q2 = model.predictor(project(model, y2, p2_rec)).astype(jnp.float32)
+    sg = jax.lax.stop_gradient
+    k1 = sg(project(model, sg(model.target_backbone(batch["view1"])), p1_rec, target=True))
+    k2 = sg(project(model, sg(model.target_backbone(batch["view2"])), p2_rec, target=True))
+    # Both views pass through the online encoder, so AugSelf reads both online features.
+    return mocov3_loss(q1, q2, k1, k2, model.settings.hp.temperature), y1, y2, {}
+
+
+def validate(config) -> None:
+    m = config.method
+    in_range("method.mocov3_momentum", m.mocov3_momentum, 0.0, 1.0)
+    if float(m.mocov3_temperature) == 0:
+        raise ConfigError("method.mocov3_temperature: 0 must be > 0, or -1 (0.2 for a ViT, "
+                          "1.0 for a ResNet)")
+    one_of("method.mocov3_proj_layers", m.mocov3_proj_layers, (-1, 2, 3))
+
+
+def recipe(config) -> None:
+    """The reference's optimiser: AdamW (lr 1.5e-4 x B/256, wd 0.1, 40 warm-up epochs) for a
+    ViT, LARS (lr 0.6 x B/256, wd 1e-6, 10 warm-up epochs) for a ResNet. The built-in
+    dataset's short schedule keeps its own warm-up."""
+    o = config.optimizer
+    if is_vit(config.model.backbone):
+        o.update(name="adamw", base_lr=1.5e-4, weight_decay=0.1)
+        warmup = 40.0
+    else:
+        o.update(name="lars", base_lr=0.6, weight_decay=1e-6)
+        warmup = 10.0
+    if config.preset != "shapes":
+        o.warmup_epochs = warmup
+
+
+METHOD = Method(
+    name="mocov3",
+    build_heads=build_heads,
+    forward=forward,
+    defaults={
+        "mocov3_temperature": -1.0,  # -1: 0.2 for a ViT, 1.0 for a ResNet (the reference)
+        "mocov3_momentum": 0.99,  # cosine from this to 1 at the last step
+        "mocov3_proj_layers": -1,  # -1: 3 for a ViT, 2 for a ResNet (the reference)
+    },
+    settings=lambda c: Hyper(temperature(c), float(c.method.mocov3_momentum)),
+    validate=validate,
+    momentum=lambda hp, step, total_steps: cosine_momentum(step, total_steps, hp.momentum),
+    recipe=recipe,
+)
