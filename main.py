@@ -6,12 +6,12 @@ Rerunning the same command continues from the latest checkpoint in the workdir.
 from augself_jax import app
 
 
-def _train(config, workdir: str) -> None:
+def _train(config, workdir: str, writer) -> None:
     # Imported here, not at the top: a mistyped flag or workdir is reported before JAX and
     # TensorFlow are loaded (a second instead of ten).
     from augself_jax.train import loop
 
-    loop.main(config, workdir)
+    loop.main(config, workdir, writer)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ TPU and SLURM the coordinator is found automatically, elsewhere pass --coordinat
 compiled or written. Every error a user can cause (a bad flag, config field, workdir,
 dataset or checkpoint: augself_jax.errors.UserError) is one line on stderr with exit
 status 2 (1 for a diverged run); --verbose adds the traceback. Ctrl-C outside the train
-loop's step boundary is one line, exit status 130.
+loop's step boundary is one line, exit status 130. The run's one metric writer (TensorBoard
+events in the workdir, process 0) is made here and handed to `main`.
 """
 
 import errno
@@ -16,6 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 from absl import app, flags, logging
@@ -158,9 +160,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(CONFIG_ERROR_EXIT)
 
 
-def run(main: Callable[[ml_collections.ConfigDict, str], None], *,
+def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
         resolved_config_name: str | None = None, workdir_must_exist: bool = False) -> None:
-    """absl.app.run with the shared start-up, then `main(config, workdir)`.
+    """absl.app.run with the shared start-up, then `main(config, workdir, writer)`, where
+    `writer` is the run's clu metric writer (closed when `main` returns).
 
     `resolved_config_name`: written into the workdir before `main` (evaluate.py); None
     when `main` writes its own once it knows the run can go on (the trainer writes
@@ -184,7 +187,13 @@ def run(main: Callable[[ml_collections.ConfigDict, str], None], *,
             ensure_writable(workdir)
             if resolved_config_name is not None:
                 write_resolved_config(config, workdir, resolved_config_name)
-            main(config, workdir)
+            from augself_jax.metric_logging import make_writer
+
+            writer = make_writer(workdir)
+            try:
+                main(config, workdir, writer)
+            finally:
+                writer.close()
         except UserError as e:
             if _VERBOSE.value:
                 traceback.print_exc()

@@ -4,10 +4,15 @@ Layout: `WORKDIR/checkpoints/<step>/state` holds one nested dict of arrays
   step, params/<module path>, rest/<module path> (batch statistics, momentum
   targets, the MoCo queue), opt_state/<optax state path>
 and `WORKDIR/checkpoints/<step>/meta` a JSON record (step, data_position, the
-model section, the resume contract). Orbax writes each step to a temporary directory
-and renames it only when complete, so a save cut short by a crash never replaces the
-last good checkpoint; leftovers are removed on the next start. A step that cannot be
-restored is moved, never deleted, to `WORKDIR/unreadable_checkpoints/<step>`.
+model section, the resume contract). The last `keep_checkpoints` steps are kept there.
+With the kNN monitor on, `WORKDIR/best_checkpoint/<step>` holds the one checkpoint of the
+best monitor accuracy so far (its meta adds `knn_top1`): a second manager, so the last-K
+pruning never removes it, and resume never reads it (it resumes from the latest).
+
+Orbax writes each step to a temporary directory and renames it only when complete, so a
+save cut short by a crash never replaces the last good checkpoint; leftovers are removed on
+the next start. A step that cannot be restored is moved, never deleted, to
+`WORKDIR/unreadable_checkpoints/<step>`.
 
 Every failure a user can meet here (an unreadable step, a failed save, a checkpoint
 that does not fit the config, non-finite values) is a one-line ConfigError or
@@ -32,13 +37,15 @@ from flax import nnx
 from augself_jax.errors import CheckpointError, ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"
+BEST_SUBDIR = "best_checkpoint"
+BEST = "best"  # the `step` that picks the best checkpoint (evaluate.py --step best)
 UNREADABLE_SUBDIR = "unreadable_checkpoints"
 _META_FILE = "metadata"  # where Orbax's JSON handler keeps the `meta` item of a step
 _ITEMS = ("state", "meta")
 
 
-def checkpoint_dir(workdir: str | epath.Path) -> epath.Path:
-    return epath.Path(workdir) / CHECKPOINT_SUBDIR
+def checkpoint_dir(workdir: str | epath.Path, subdir: str = CHECKPOINT_SUBDIR) -> epath.Path:
+    return epath.Path(workdir) / subdir
 
 
 # ---------------------------------------------------------------------------
@@ -106,15 +113,14 @@ def from_nested(nested: dict, like: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _manager(workdir: str | epath.Path, *, keep: int | None = None,
+def _manager(directory: epath.Path, *, keep: int | None = None,
              read_only: bool = False, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                 item_handlers=handlers)
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
 def failure_cause(error: BaseException) -> str:
@@ -142,15 +148,17 @@ def failure_cause(error: BaseException) -> str:
 
 
 class TrainCheckpointer:
-    """Asynchronous saves of the whole train state, keeping the last `keep`.
+    """Asynchronous saves of the whole train state in WORKDIR/`subdir`, keeping the last
+    `keep` (the trainer's best checkpoint is a second one, subdir=BEST_SUBDIR, keep=1).
 
     A background save that fails is reported by the next call to `check_for_errors`,
     `save`, `wait` or `close` as one CheckpointError naming the step's path and the cause;
     the earlier checkpoints stay (Orbax prunes old steps only after a save commits)."""
 
-    def __init__(self, workdir: str | epath.Path, *, keep: int, async_save: bool = True):
-        self._dir = checkpoint_dir(workdir)
-        self._manager = _manager(workdir, keep=keep, async_save=async_save)
+    def __init__(self, workdir: str | epath.Path, *, keep: int, async_save: bool = True,
+                 subdir: str = CHECKPOINT_SUBDIR):
+        self._dir = checkpoint_dir(workdir, subdir)
+        self._manager = _manager(self._dir, keep=keep, async_save=async_save)
         self._pending_step: int | None = None  # the save that may still be in flight
         self._last_attempted: int | None = None
         self._last_committed: int | None = self._manager.latest_step()
@@ -287,7 +295,8 @@ class TrainCheckpointer:
         """Moves an unrestorable step out of the way (process 0; never deleted) and reports
         it in one line; returns where it went."""
         source = self._dir / str(step)
-        target = self._dir.parent / UNREADABLE_SUBDIR / str(step)
+        target = self._dir.parent / UNREADABLE_SUBDIR / (
+            str(step) if self._dir.name == CHECKPOINT_SUBDIR else f"{self._dir.name}_{step}")
         if target.exists():
             target = target.parent / f"{step}.{int(time.time())}"
         if jax.process_index() == 0:
@@ -381,11 +390,11 @@ def first_non_finite(tree: Any) -> str | None:
     return None
 
 
-def all_steps(workdir: str | epath.Path) -> list[int]:
-    """Steps with a complete checkpoint in WORKDIR, ascending ([] when none)."""
-    if not checkpoint_dir(workdir).exists():
+def all_steps(workdir: str | epath.Path, subdir: str = CHECKPOINT_SUBDIR) -> list[int]:
+    """Steps with a complete checkpoint in WORKDIR/`subdir`, ascending ([] when none)."""
+    if not checkpoint_dir(workdir, subdir).exists():
         return []
-    manager = _manager(workdir, read_only=True)
+    manager = _manager(checkpoint_dir(workdir, subdir), read_only=True)
     try:
         return sorted(manager.all_steps())
     finally:
@@ -402,20 +411,49 @@ def _describe_model(config: ml_collections.ConfigDict) -> str:
     return f"{m.backbone}, stem {m.stem}, width {m.width}"
 
 
-def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDict,
-                     step: int | None = None) -> tuple[nnx.Module, int]:
-    """The pretrained backbone (`model.backbone`, in eval mode) of WORKDIR's checkpoint at
-    `step` (default: the latest), on this process's first device, and the step."""
-    from augself_jax.methods import build_model  # the model definition lives with the methods
+def parse_step(value: str | int | None) -> int | str | None:
+    """A --step value: None or '' (the latest), 'best', or a step number; else ConfigError."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if text == BEST:
+        return BEST
+    if not text.isdigit():
+        raise ConfigError(f"step: '{value}' is not a checkpoint step; allowed: a step number, "
+                          f"'{BEST}' (the best kNN-monitor checkpoint) or nothing (the latest)")
+    return int(text)
 
+
+def _pick_step(workdir: str | epath.Path, step: int | str | None) -> tuple[str, int, list[int]]:
+    """(subdir, step, that subdir's steps) of the checkpoint `step` names, or ConfigError."""
     steps = all_steps(workdir)
+    if step == BEST:
+        best = all_steps(workdir, BEST_SUBDIR)
+        if not best:
+            raise ConfigError(
+                f"step: no best checkpoint in {checkpoint_dir(workdir, BEST_SUBDIR)} (it is "
+                "kept only when the run had the kNN monitor on, knn_every > 0); allowed: "
+                + (f"one of the steps {', '.join(map(str, steps))}, or no --step (the latest)"
+                   if steps else "none, the workdir has no checkpoint"))
+        return BEST_SUBDIR, best[-1], best
     if not steps:
         raise ConfigError(f"workdir: no checkpoint in {checkpoint_dir(workdir)}")
     if step is None:
-        step = steps[-1]
-    elif step not in steps:
+        return CHECKPOINT_SUBDIR, steps[-1], steps
+    if step not in steps:
         raise ConfigError(f"step: no checkpoint at step {step} in {checkpoint_dir(workdir)}; "
-                          f"allowed: {', '.join(map(str, steps))}")
+                          f"allowed: {', '.join(map(str, steps))} or {BEST}")
+    return CHECKPOINT_SUBDIR, int(step), steps
+
+
+def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDict,
+                     step: int | str | None = None) -> tuple[nnx.Module, int]:
+    """The pretrained backbone (`model.backbone`, in eval mode) of WORKDIR's checkpoint at
+    `step` (default: the latest; 'best': the best kNN-monitor checkpoint), on this
+    process's first device, and the step."""
+    from augself_jax.methods import build_model  # the model definition lives with the methods
+
+    subdir, step, steps = _pick_step(workdir, step)
 
     abstract_model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(config.seed)))
     graphdef, params, rest = nnx.split(abstract_model.backbone, nnx.Param, ...)
@@ -424,13 +462,13 @@ def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDic
                           {"params": {"backbone": params}, "rest": {"backbone": rest}})
     target_nested = to_nested(target)
 
-    path = checkpoint_dir(workdir) / str(step)
-    manager = _manager(workdir, read_only=True)
+    path = checkpoint_dir(workdir, subdir) / str(step)
+    manager = _manager(checkpoint_dir(workdir, subdir), read_only=True)
     try:
         stored = manager.item_metadata(step)["state"]
         if stored is None:
             raise ValueError("no array metadata")
-        _check_matches(target_nested, stored, config, workdir)
+        _check_matches(target_nested, stored, config, path.parent)
         # The backbone alone: a partial restore, which only the PyTree handler offers (the
         # manager registered the Standard handler for "state"; the on-disk format is shared).
         with ocp.PyTreeCheckpointer() as checkpointer:
@@ -456,7 +494,7 @@ def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDic
 
 
 def _check_matches(target: dict, stored: Any, config: ml_collections.ConfigDict,
-                   workdir: str | epath.Path) -> None:
+                   directory: epath.Path) -> None:
     """ConfigError naming the first backbone array that the checkpoint lacks or shapes
     differently from what the config builds."""
     def walk(t: dict, s: Any, prefix: str) -> None:
@@ -465,13 +503,13 @@ def _check_matches(target: dict, stored: Any, config: ml_collections.ConfigDict,
             if not hasattr(s, "keys") or key not in s:
                 raise ConfigError(
                     f"model: the config's backbone ({_describe_model(config)}) does not match "
-                    f"the checkpoint in {checkpoint_dir(workdir)}: it has no {name}")
+                    f"the checkpoint in {directory}: it has no {name}")
             if isinstance(value, dict):
                 walk(value, s[key], name)
             elif tuple(s[key].shape) != tuple(value.shape):
                 raise ConfigError(
                     f"model: the config's backbone ({_describe_model(config)}) does not match "
-                    f"the checkpoint in {checkpoint_dir(workdir)}: {name} has shape "
+                    f"the checkpoint in {directory}: {name} has shape "
                     f"{tuple(s[key].shape)} there, {tuple(value.shape)} in the config")
 
     walk(target, stored, "")

@@ -155,7 +155,7 @@ def run_one(arm: str, seed: int, colour: str) -> list[dict]:
     if arm == "untrained":
         if checkpoints.latest_step(workdir) is None:  # else an interrupted evaluation
             save_untrained(config, workdir)
-    elif loop.train_and_evaluate(config, workdir).stopped_by:
+    elif loop.train(config, workdir).stopped_by:
         # SIGTERM or Ctrl-C saved a checkpoint mid-schedule: evaluating it would store a
         # half-trained result that the next sweep reuses. Stop; the rerun resumes it.
         raise SystemExit(f"compare_aware: {arm} {colour} seed {seed} stopped before its last "

@@ -212,8 +212,8 @@ def test_unknown_protocol_exits_with_one_line(shapes_data_dir, tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("config error:")]
-    assert errors == ["config error: eval.protocols: unknown protocol 'svm'; allowed: linear, "
-                      "fewshot, knn, sensitivity, probe"]
+    assert errors == ["config error: eval.protocols: unknown protocol 'svm'; allowed: fewshot, "
+                      "knn, linear, probe, sensitivity"]
 
 
 def test_wrong_width_no_checkpoint_and_unprepared_datasets(tiny_run, shapes_data_dir,

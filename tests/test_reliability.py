@@ -93,7 +93,7 @@ def _same_state(result: loop.TrainResult, expected: loop.TrainResult) -> None:
 def reference(shapes_data_dir, tmp_path_factory):
     """An uninterrupted run: (workdir with checkpoints 2, 4, 6, its result)."""
     workdir = tmp_path_factory.mktemp("reference")
-    result = loop.train_and_evaluate(_config(shapes_data_dir), str(workdir))
+    result = loop.train(_config(shapes_data_dir), str(workdir))
     assert checkpoints.all_steps(workdir) == [2, 4, 6]
     return workdir, result
 
@@ -190,10 +190,10 @@ def test_the_contract_is_checked_in_process_too(reference, shapes_data_dir, tmp_
     workdir, _ = reference
     shutil.copytree(workdir, tmp_path / "run")
     with pytest.raises(ConfigError, match=r"method.name \"simclr\" -> \"byol\""):
-        loop.train_and_evaluate(_config(shapes_data_dir, **{"method.name": "byol"}),
+        loop.train(_config(shapes_data_dir, **{"method.name": "byol"}),
                                 str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="schedule_length 6 -> 8"):
-        loop.train_and_evaluate(_config(shapes_data_dir, total_steps=8), str(tmp_path / "run"))
+        loop.train(_config(shapes_data_dir, total_steps=8), str(tmp_path / "run"))
 
 
 # 4. A corrupt latest step: fall back, keep it aside, end bit-identical --------------------
@@ -222,7 +222,7 @@ def test_a_corrupt_latest_step_falls_back_to_the_previous_one(
     shutil.copytree(ref_dir, workdir)
     _corrupt(workdir / "checkpoints" / "6", how)
 
-    result = loop.train_and_evaluate(_config(shapes_data_dir), str(workdir))
+    result = loop.train(_config(shapes_data_dir), str(workdir))
     captured = capsys.readouterr()
     about = [line for line in captured.err.splitlines() if "checkpoints/6" in line]
     assert len(about) == 1 and about[0].startswith("checkpoint error:"), captured.err
@@ -242,7 +242,7 @@ def test_no_restorable_step_is_one_line(reference, shapes_data_dir, tmp_path):
     for step in (2, 4, 6):
         _corrupt(workdir / "checkpoints" / str(step), "garbage_meta")
     with pytest.raises(CheckpointError, match=r"no checkpoint in .*checkpoints restores") as e:
-        loop.train_and_evaluate(_config(shapes_data_dir), str(workdir))
+        loop.train(_config(shapes_data_dir), str(workdir))
     assert "\n" not in str(e.value) and "new --workdir" in str(e.value)
     assert sorted(os.listdir(workdir / "unreadable_checkpoints")) == ["2", "4", "6"]
 
@@ -265,7 +265,7 @@ def test_a_signal_saves_at_the_next_step_and_the_resume_is_exact(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(global_batch, "make_global_batch", make_global_batch)
-    stopped = loop.train_and_evaluate(_config(shapes_data_dir), str(tmp_path))
+    stopped = loop.train(_config(shapes_data_dir), str(tmp_path))
     monkeypatch.undo()
     assert stopped.stopped_by == signal.Signals(signum).name
     assert int(stopped.state.step) == 3 and checkpoints.all_steps(tmp_path) == [2, 3]
@@ -273,7 +273,7 @@ def test_a_signal_saves_at_the_next_step_and_the_resume_is_exact(
     assert f"stopped by {signal.Signals(signum).name} at step 3 of 6: saved the checkpoint at " \
            f"step 3 in {tmp_path}/checkpoints" in out
     # log_every is a safe change on resume.
-    resumed = loop.train_and_evaluate(_config(shapes_data_dir, log_every=2), str(tmp_path))
+    resumed = loop.train(_config(shapes_data_dir, log_every=2), str(tmp_path))
     assert resumed.stopped_by is None
     _same_state(resumed, expected)
 
@@ -325,7 +325,7 @@ def test_a_full_disk_stops_at_the_failed_save_and_keeps_the_last_good(
 
     monkeypatch.setattr(global_batch, "make_global_batch", make_global_batch)
     with pytest.raises(CheckpointError) as e:
-        loop.train_and_evaluate(_config(shapes_data_dir), str(workdir))
+        loop.train(_config(shapes_data_dir), str(workdir))
     message = str(e.value)
     assert "\n" not in message
     assert f"could not save step 4 to {workdir}/checkpoints/4: No space left on device; " \
@@ -348,7 +348,7 @@ def diverged(shapes_data_dir, tmp_path_factory):
     config = _config(shapes_data_dir, **{"optimizer.base_lr": 1e6, "checkpoint_every": 1,
                                          "optimizer.warmup_epochs": 0.0})
     with pytest.raises(DivergedError) as e:
-        loop.train_and_evaluate(config, str(workdir))
+        loop.train(config, str(workdir))
     return workdir, str(e.value)
 
 

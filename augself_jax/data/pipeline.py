@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from augself_jax.data import augment, registry, source
+from augself_jax.data.global_batch import check_batch_divides
 from augself_jax.errors import ConfigError
 
 _NEVER = 2**62  # the stream is infinite; the trainer decides when to stop
@@ -34,9 +35,7 @@ def train_split(config: ml_collections.ConfigDict) -> str:
 
 
 def local_batch_size(config: ml_collections.ConfigDict, process_count: int) -> int:
-    if config.batch_size % process_count:
-        raise ConfigError(f"batch_size: {config.batch_size} does not divide over "
-                          f"{process_count} processes")
+    check_batch_divides("batch_size", int(config.batch_size), process_count=process_count)
     return config.batch_size // process_count
 
 

@@ -4,6 +4,7 @@ import ml_collections
 
 from augself_jax import augs
 from augself_jax.data import registry, source
+from augself_jax.data.global_batch import check_batch_divides
 from augself_jax.errors import ConfigError
 
 
@@ -20,17 +21,11 @@ def _check_aug(config: ml_collections.ConfigDict) -> None:
 
 def _check_batch(config: ml_collections.ConfigDict, process_count: int,
                  device_count: int) -> None:
-    b = config.batch_size
-    if b <= 0:
-        raise ConfigError(f"batch_size: {b} must be > 0")
-    if b % process_count:
-        raise ConfigError(f"batch_size: {b} does not divide over {process_count} processes")
     model = config.mesh.model if "mesh" in config else 1
     data = config.mesh.data if "mesh" in config else -1
     data = device_count // max(model, 1) if data == -1 else data
-    if data <= 0 or b % data:
-        raise ConfigError(f"batch_size: {b} does not divide over the {data} devices of the "
-                          f"mesh's data axis ({device_count} devices, mesh.model={model})")
+    check_batch_divides("batch_size", int(config.batch_size), data_axis=data,
+                        process_count=process_count)
 
 
 def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int | None = None,

@@ -1,4 +1,5 @@
-"""Frozen-backbone features, sharded over every device.
+"""Frozen-backbone features, sharded over every device: the one feature extractor of
+evaluate.py and of the trainer's kNN monitor.
 
 The backbone runs in eval mode (batch norm with running statistics) on fixed-shape global
 batches split over the mesh's 'data' axis; normalisation with the PRETRAINING dataset's
@@ -18,6 +19,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from augself_jax.data.global_batch import make_global_batch
+from augself_jax.data.photometric import normalize
+
 
 def eval_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
     """All devices on one 'data' axis: evaluation is data-parallel only."""
@@ -27,37 +31,36 @@ def eval_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
 
 
 class FeatureExtractor:
-    """`extractor(batches)` -> dict of NumPy arrays: `features` [N, F] and every other key of
-    the batches (labels), padded rows removed. `fn(model, x)` picks what to compute
-    (default: the pooled backbone output)."""
+    """`extractor(backbone, batches)` -> dict of NumPy arrays: `features` [N, F] and every
+    other key of the host batches (labels), padded rows removed. Each batch is this
+    process's rows of a global batch (`image` uint8, `mask`, labels). `fn(model, x)` picks
+    what to compute (default: the pooled backbone output).
 
-    def __init__(self, backbone: nnx.Module, mesh: jax.sharding.Mesh, mean: Sequence[float],
-                 std: Sequence[float],
+    The compiled function depends on the backbone's structure only, not its values, so the
+    trainer's monitor passes a new backbone each time without a recompile."""
+
+    def __init__(self, mesh: jax.sharding.Mesh, mean: Sequence[float], std: Sequence[float],
                  fn: Callable[[nnx.Module, jax.Array], jax.Array | dict] | None = None):
         self.mesh = mesh
-        graphdef, state = nnx.split(backbone)
-        self._state = jax.device_put(state, NamedSharding(mesh, P()))
-        self._rows = NamedSharding(mesh, P("data"))
-        mean = jnp.asarray(mean, jnp.float32)
-        std = jnp.asarray(std, jnp.float32)
+        self._replicated = NamedSharding(mesh, P())
         fn = fn or (lambda model, x: model(x))
 
-        def extract(state, batch):
+        def extract(graphdef, state, batch):
             model = nnx.merge(graphdef, state)
-            x = (batch.pop("image").astype(jnp.float32) / 255.0 - mean) / std
+            x = normalize(batch.pop("image").astype(jnp.float32) / 255.0, mean, std)
             out = jax.tree.map(lambda f: f.astype(jnp.float32), fn(model, x))
             return out, batch
 
-        self._extract = jax.jit(extract, out_shardings=self._rows)
+        self._extract = jax.jit(extract, static_argnums=0,
+                                out_shardings=NamedSharding(mesh, P("data")))
 
-    def global_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        return {k: jax.make_array_from_process_local_data(self._rows, v)
-                for k, v in host_batch.items()}
-
-    def __call__(self, batches: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def __call__(self, backbone: nnx.Module,
+                 batches: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        graphdef, state = nnx.split(backbone)
+        state = jax.device_put(state, self._replicated)
         outs, others = [], []
         for host_batch in batches:
-            out, rest = self._extract(self._state, self.global_batch(host_batch))
+            out, rest = self._extract(graphdef, state, make_global_batch(host_batch, self.mesh))
             outs.append(out)
             others.append(rest)
         fetch = (jax.device_get if jax.process_count() == 1

@@ -12,8 +12,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from augself_jax.errors import ConfigError
+from augself_jax.evaluation import common
 from augself_jax.evaluation.linear import init_params, lbfgs_minimize
 
 
@@ -100,3 +103,56 @@ def fewshot_eval(features: np.ndarray, labels: np.ndarray, *, n_way: int = 5, k_
     accs = np.concatenate(accs)
     return FewShotResult(float(100 * accs.mean()),
                          float(100 * 1.96 * accs.std() / np.sqrt(len(accs))), accs)
+
+
+class FewShotEvaluator(common.Evaluator):
+    """N-way K-shot episodes from each few-shot dataset's pool, for every K of
+    eval.fewshot.shots and every label task (ways capped at the task's class count)."""
+
+    name = "fewshot"
+    on = "fewshot"
+
+    def __init__(self, *, ways: int = 5, shots: tuple[int, ...] = (1, 5), queries: int = 16,
+                 episodes: int = 2000, c: float = 1.0, seed: int = 0):
+        self.ways, self.shots, self.queries = ways, tuple(shots), queries
+        self.episodes, self.c, self.seed = episodes, c, seed
+
+    @classmethod
+    def validate(cls, config: ml_collections.ConfigDict) -> None:
+        from augself_jax.data import eval_datasets
+
+        for name in common.split_list(config.eval.fewshot_datasets):
+            eval_datasets.get_fewshot_dataset(name)
+        f = config.eval.fewshot
+        if not common.positive_ints("eval.fewshot.shots", f.shots):
+            raise ConfigError("eval.fewshot.shots: empty; allowed: positive integers, e.g. 1,5")
+        if f.ways < 2 or f.queries < 1 or f.episodes < 1:
+            raise ConfigError("eval.fewshot: ways >= 2, queries >= 1 and episodes >= 1 needed")
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict,
+                    context: common.Context) -> FewShotEvaluator:
+        f = config.eval.fewshot
+        return cls(ways=int(f.ways), shots=tuple(common.positive_ints("eval.fewshot.shots",
+                                                                      f.shots)),
+                   queries=int(f.queries), episodes=int(f.episodes), c=float(f.c),
+                   seed=int(config.seed))
+
+    def run(self, features: common.Features) -> list[common.Result]:
+        pool = features.splits["pool"]
+        results = []
+        for key in features.label_keys:
+            labels = pool[key]
+            ways = min(self.ways, len(np.unique(labels)))
+            for k in self.shots:
+                res = fewshot_eval(pool["features"], labels, n_way=ways, k_shot=k,
+                                   n_query=self.queries, num_episodes=self.episodes,
+                                   seed=self.seed, c=self.c)
+                results.append(common.Result(
+                    features.task(key), f"{ways}way{k}shot", res.mean,
+                    extra={"ci95": round(res.ci95, 4), "c": self.c, "episodes": self.episodes,
+                           "queries": self.queries}))
+        return results
+
+
+PROTOCOL = FewShotEvaluator

@@ -2,6 +2,8 @@
 
 k = 1 is the reference's monitor. For k > 1 the neighbours vote with weight exp(sim / T),
 T = 0.07, as InstDisc / DINO's kNN evaluation (plain majority votes tie often at k = 20).
+The `knn` protocol (eval.knn_k) and the trainer's monitor (k = 1, train/monitor.py) are the
+same `KnnEvaluator`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+
+from augself_jax.errors import ConfigError
+from augself_jax.evaluation import common
 
 TEMPERATURE = 0.07
 
@@ -52,3 +58,37 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                                     num_classes=num_classes))[:, :len(q)]
         correct += (preds == test_y[start:start + len(q)][None]).sum(axis=1)
     return {k: float(100.0 * c / len(test_y)) for k, c in zip(ks, correct, strict=True)}
+
+
+class KnnEvaluator(common.Evaluator):
+    """Top-1 accuracy of the test split's queries against the train split's memory, for
+    each k of `ks` and each label task."""
+
+    name = "knn"
+
+    def __init__(self, ks: Sequence[int] = (1, 20)):
+        self.ks = tuple(int(k) for k in ks)
+
+    @classmethod
+    def validate(cls, config: ml_collections.ConfigDict) -> None:
+        if not common.positive_ints("eval.knn_k", config.eval.knn_k):
+            raise ConfigError("eval.knn_k: empty; allowed: positive integers, e.g. 1,20")
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict,
+                    context: common.Context) -> KnnEvaluator:
+        return cls(common.positive_ints("eval.knn_k", config.eval.knn_k))
+
+    def run(self, features: common.Features) -> list[common.Result]:
+        train, test = features.splits["train"], features.splits["test"]
+        results = []
+        for key in features.label_keys:
+            accs = knn_accuracy(train["features"], train[key], test["features"], test[key],
+                                ks=self.ks, num_classes=features.num_classes(key))
+            results += [common.Result(features.task(key), f"top1_k{k}", acc,
+                                      extra=dict(features.info))
+                        for k, acc in accs.items()]
+        return results
+
+
+PROTOCOL = KnnEvaluator

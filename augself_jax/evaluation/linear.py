@@ -13,9 +13,13 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import optax.tree_utils as otu
+
+from augself_jax.errors import ConfigError
+from augself_jax.evaluation import common
 
 # The reference sweep: torch.logspace(-6, 5, steps=45), fitted in this order.
 L2_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 5, 45))
@@ -201,3 +205,42 @@ def linear_eval(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
                               tol=tol, penalize_bias=True)
     test_value = accuracy(predict(params, test[0]), test[1], metric)
     return LinearResult(test_value, best_val, best_l2, curve, params, int(its))
+
+
+class LinearProbe(common.Evaluator):
+    """The linear protocol on every label task of a dataset, its metric the dataset's."""
+
+    name = "linear"
+
+    def __init__(self, l2_grid: Sequence[float] = L2_GRID, max_iter: int = 5000,
+                 tol: float = 1e-6, mesh: jax.sharding.Mesh | None = None):
+        self.l2_grid, self.max_iter, self.tol, self.mesh = tuple(l2_grid), max_iter, tol, mesh
+
+    @classmethod
+    def validate(cls, config: ml_collections.ConfigDict) -> None:
+        c = config.eval.linear
+        if not (0 < c.l2_min <= c.l2_max) or c.l2_num < 1:
+            raise ConfigError("eval.linear: need 0 < l2_min <= l2_max and l2_num >= 1")
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict,
+                    context: common.Context) -> LinearProbe:
+        c = config.eval.linear
+        grid = np.logspace(np.log10(c.l2_min), np.log10(c.l2_max), int(c.l2_num))
+        return cls(tuple(float(v) for v in grid), int(c.max_iter), float(c.tol), context.mesh)
+
+    def run(self, features: common.Features) -> list[common.Result]:
+        train, val, test = (features.splits[s] for s in ("train", "val", "test"))
+        results = []
+        for key in features.label_keys:
+            res = linear_eval((train["features"], train[key]), (val["features"], val[key]),
+                              (test["features"], test[key]), features.num_classes(key),
+                              metric=features.metric, l2_grid=self.l2_grid,
+                              max_iter=self.max_iter, tol=self.tol, mesh=self.mesh)
+            results.append(common.Result(features.task(key), features.metric, res.test,
+                                         extra={"l2": res.l2, "val_value": res.val,
+                                                **features.info}))
+        return results
+
+
+PROTOCOL = LinearProbe

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import ml_collections
 import numpy as np
+
+from augself_jax.evaluation import common
 
 HIST_BINS = 8
 RIDGE_GRID = tuple(float(v) for v in np.logspace(-6, 2, 17))  # times the mean eigenvalue
@@ -96,3 +99,40 @@ def probe(kind: str, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
         return [ProbeResult(kind, "hue_err_deg", float(np.mean(err)), penalty),
                 ProbeResult(kind, "hue_median_err_deg", float(np.median(err)), penalty)]
     return [ProbeResult(kind, "r2", 100.0 * r2_score(yte, pred), penalty)]
+
+
+# (probe kind, the key it needs beside the features): the colour histogram is computed from
+# every dataset's images; the others are the built-in dataset's recorded factors.
+KINDS = (("color_hist", "color_hist"), ("hue", "hue_angle"), ("position", "center_x"),
+         ("size", "size_value"))
+
+
+class ProbeEvaluator(common.Evaluator):
+    """Every probe a dataset's keys allow, reported per dataset (not per label task)."""
+
+    name = "probe"
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict,
+                    context: common.Context) -> ProbeEvaluator:
+        return cls()
+
+    def image_statistics(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return {"color_hist": color_histogram(images)}
+
+    def run(self, features: common.Features) -> list[common.Result]:
+        train, val, test = (features.splits[s] for s in ("train", "val", "test"))
+        results = []
+        for kind, needs in KINDS:
+            if needs not in train:
+                continue
+            for r in probe(kind, train, val, test):
+                degrees = r.metric.endswith("deg")
+                results.append(common.Result(
+                    features.name, r.metric if degrees else f"{kind}_{r.metric}", r.value,
+                    unit="deg" if degrees else "%",
+                    extra={"ridge_penalty": r.penalty, **features.info}))
+        return results
+
+
+PROTOCOL = ProbeEvaluator

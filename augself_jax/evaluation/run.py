@@ -1,5 +1,6 @@
-"""The evaluation binary's body: restore the backbone, extract features, run the protocols of
-the config's `eval` section, write DIR/eval/results.{json,md} (+ sensitivity plots)."""
+"""The evaluation binary's body: restore the backbone, extract each dataset's features once,
+run the protocols of the config's `eval` section on them (evaluation/common.py), write
+DIR/eval/results.{json,md} (+ sensitivity plots)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from etils import epath
 from augself_jax.data import eval_datasets as eds
 from augself_jax.data.eval_input import eval_batches
 from augself_jax.errors import ConfigError
-from augself_jax.evaluation import fewshot, knn, linear, probes, reports, sensitivity
+from augself_jax.evaluation import common, reports
 from augself_jax.evaluation.features import FeatureExtractor, eval_mesh
 
-PROTOCOLS = ("linear", "fewshot", "knn", "sensitivity", "probe")
 CONTINUOUS_KEYS = ("hue_angle", "center_x", "center_y", "size_value")  # the built-in dataset's
 
 
@@ -35,43 +35,19 @@ def write_features(eval_dir: str, task: str, **arrays: np.ndarray) -> str:
     return str(path)
 
 
-def _list(value: str) -> list[str]:
-    return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
 def validate_eval_config(config: ml_collections.ConfigDict, num_devices: int | None = None
-                         ) -> None:
-    """ConfigError (one line naming the field) for anything evaluate.py cannot run."""
-    e = config.eval
-    for p in _list(e.protocols):
-        if p not in PROTOCOLS:
-            raise ConfigError(f"eval.protocols: unknown protocol '{p}'; allowed: "
-                              f"{', '.join(PROTOCOLS)}")
-    if not _list(e.protocols):
-        raise ConfigError(f"eval.protocols: empty; allowed: {', '.join(PROTOCOLS)}")
-    for name in _list(e.datasets):
+                         ) -> list[type[common.Evaluator]]:
+    """ConfigError (one line naming the field) for anything evaluate.py cannot run; returns
+    the protocol classes. Each protocol checks its own fields (common.validate)."""
+    from augself_jax.data.global_batch import check_batch_divides
+
+    classes = common.validate(config)
+    for name in common.split_list(config.eval.datasets):
         eds.get_linear_dataset(name)
-    if "fewshot" in _list(e.protocols):
-        for name in _list(e.fewshot_datasets):
-            eds.get_fewshot_dataset(name)
-        for k in _list(e.fewshot.shots):
-            if not k.isdigit() or int(k) < 1:
-                raise ConfigError(f"eval.fewshot.shots: '{k}' is not a positive integer")
-        if e.fewshot.ways < 2 or e.fewshot.queries < 1 or e.fewshot.episodes < 1:
-            raise ConfigError("eval.fewshot: ways >= 2, queries >= 1 and episodes >= 1 needed")
-    for k in _list(e.knn_k):
-        if not k.isdigit() or int(k) < 1:
-            raise ConfigError(f"eval.knn_k: '{k}' is not a positive integer")
-    for a in _list(e.sensitivity.augmentations):
-        if a not in sensitivity.AUGMENTATIONS:
-            raise ConfigError(f"eval.sensitivity.augmentations: unknown '{a}'; allowed: "
-                              f"{', '.join(sensitivity.AUGMENTATIONS)}")
-    num_devices = num_devices or jax.device_count()
-    if e.batch_size < 1 or e.batch_size % num_devices:
-        raise ConfigError(f"eval.batch_size: {e.batch_size} does not divide over the "
-                          f"{num_devices} devices; allowed: a positive multiple of {num_devices}")
-    if not (0 < e.linear.l2_min <= e.linear.l2_max) or e.linear.l2_num < 1:
-        raise ConfigError("eval.linear: need 0 < l2_min <= l2_max and l2_num >= 1")
+    check_batch_divides("eval.batch_size", int(config.eval.batch_size),
+                        data_axis=num_devices or jax.device_count(),
+                        process_count=jax.process_count())
+    return classes
 
 
 def _data_dir(config: ml_collections.ConfigDict) -> str | None:
@@ -113,15 +89,19 @@ def _label_ints(builder: tfds.core.DatasetBuilder, key: str, names: tuple[str, .
 
 
 class _Collect:
-    """Wraps a batch iterator: adds each image's colour histogram; keeps the first images."""
+    """Wraps a batch iterator: adds the protocols' per-image statistics; keeps the first
+    images."""
 
-    def __init__(self, batches: Iterator[dict], keep_images: int = 0):
-        self.batches, self.keep_images, self.images = batches, keep_images, []
+    def __init__(self, batches: Iterator[dict], evaluators: list[common.Evaluator],
+                 keep_images: int = 0):
+        self.batches, self.evaluators = batches, evaluators
+        self.keep_images, self.images = keep_images, []
 
     def __iter__(self):
         kept = 0
         for batch in self.batches:
-            batch["color_hist"] = probes.color_histogram(batch["image"])
+            for evaluator in self.evaluators:
+                batch.update(evaluator.image_statistics(batch["image"]))
             if kept < self.keep_images:
                 valid = batch["image"][batch["mask"].astype(bool)]
                 self.images.append(valid[: self.keep_images - kept])
@@ -129,13 +109,16 @@ class _Collect:
             yield batch
 
 
-class Evaluator:
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, step: int | None,
-                 save_features: bool = False, log=print):
-        self.config, self.workdir, self.log = config, workdir, log
+class EvaluationRun:
+    """One evaluate.py run: restore the backbone, extract each dataset's features once, hand
+    them to every protocol of `eval.protocols` (common.Evaluator), write the results."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+                 step: int | str | None, save_features: bool = False, log=print,
+                 writer=None):
+        self.config, self.workdir, self.log, self.writer = config, workdir, log, writer
         self.save_features = save_features
         self.eval_dir = os.path.join(workdir, "eval")
-        self.protocols = _list(config.eval.protocols)
         self.data_dir = _data_dir(config)
         self.mesh = eval_mesh()
         self._requested_step = step
@@ -146,11 +129,14 @@ class Evaluator:
         from augself_jax.checkpoints import restore_backbone
         from augself_jax.data.registry import get_dataset_info
 
-        validate_eval_config(self.config)
+        classes = validate_eval_config(self.config)
         e = self.config.eval
-        self.linear_sets = [eds.get_linear_dataset(n) for n in _list(e.datasets)]
-        self.fewshot_sets = ([eds.get_fewshot_dataset(n) for n in _list(e.fewshot_datasets)]
-                             if "fewshot" in self.protocols else [])
+        on = {cls.on for cls in classes}
+        self.linear_sets = ([eds.get_linear_dataset(n) for n in common.split_list(e.datasets)]
+                            if "linear" in on or self.save_features else [])
+        self.fewshot_sets = ([eds.get_fewshot_dataset(n)
+                              for n in common.split_list(e.fewshot_datasets)]
+                             if "fewshot" in on else [])
         self.builders = {}
         for d in [*self.linear_sets, *self.fewshot_sets]:
             if d.tfds_name not in self.builders:
@@ -158,10 +144,13 @@ class Evaluator:
                     d.tfds_name, data_dir=self.data_dir, manual=d.manual,
                     manual_dir=e.manual_dir, registry_name=d.name)
         info = get_dataset_info(self.config.data.dataset)
-        self.mean, self.std = info.mean, info.std
         self.backbone, self.step = restore_backbone(self.workdir, self.config,
                                                     self._requested_step)
-        self.extractor = FeatureExtractor(self.backbone, self.mesh, self.mean, self.std)
+        context = common.Context(backbone=self.backbone, mesh=self.mesh, mean=info.mean,
+                                 std=info.std, eval_dir=self.eval_dir, step=int(self.step),
+                                 log=self.log)
+        self.evaluators = common.build(self.config, context)
+        self.extractor = FeatureExtractor(self.mesh, info.mean, info.std)
         self.common = {"step": int(self.step), "config_hash": reports.config_hash(self.config)}
 
     def _extract(self, builder, split: str, keys: tuple[str, ...], *, keep=None,
@@ -172,20 +161,23 @@ class Evaluator:
             keep=keep, drop_labels=drop_labels, label_key=label_key,
             process_index=jax.process_index(), process_count=jax.process_count(),
             max_examples=int(self.config.eval.max_examples))
-        collect = _Collect(batches, keep_images)
-        out = self.extractor(collect)
+        collect = _Collect(batches, self.evaluators, keep_images)
+        out = self.extractor(self.backbone, collect)
         images = np.concatenate(collect.images) if collect.images else None
         return out, images
 
-    def _add(self, dataset, protocol, metric, value, **extra):
-        r = reports.record(dataset, protocol, metric, value, **self.common, **extra)
+    def _add(self, protocol: str, result: common.Result) -> None:
+        r = reports.record(result.task, protocol, result.metric, result.value, unit=result.unit,
+                           **self.common, **result.extra)
         self.records.append(r)
         unit = "°" if r["unit"] == "deg" else ""
         ci = f" ± {r['ci95']:.2f}" if "ci95" in r else ""
-        self.log(f"{dataset:>16} {protocol:>12} {metric:>20} {r['value']:8.2f}{ci}{unit}")
+        self.log(f"{result.task:>16} {protocol:>12} {result.metric:>20} {r['value']:8.2f}"
+                 f"{ci}{unit}")
 
-    # -- protocols ----------------------------------------------------------------------
-    def linear_dataset(self, d: eds.EvalDataset) -> None:
+    # -- features of each kind of dataset ------------------------------------------------
+    def linear_features(self, d: eds.EvalDataset) -> common.Features:
+        """train / val / test features of a linear dataset (validation as EVALUATION.md)."""
         e = self.config.eval
         builder = self.builders[d.tfds_name]
         present = set(builder.info.features)
@@ -193,8 +185,9 @@ class Evaluator:
         drop = _label_ints(builder, d.label_keys[0], d.drop_label_names)
         kw = dict(keys=keys, keep=d.keep, drop_labels=drop, label_key=d.label_keys[0])
         t0 = time.time()
-        num_sens = int(e.sensitivity.num_images) if "sensitivity" in self.protocols else 0
-        test, test_images = self._extract(builder, d.test_split, keep_images=num_sens, **kw)
+        num_images = max([ev.images_needed() for ev in self.evaluators if ev.on == "linear"],
+                         default=0)
+        test, test_images = self._extract(builder, d.test_split, keep_images=num_images, **kw)
         trainval, _ = self._extract(builder, d.trainval_split, **kw)
         if d.val_split:
             val, _ = self._extract(builder, d.val_split, **kw)
@@ -209,85 +202,55 @@ class Evaluator:
                  "n_test": len(test["features"]), **split_info}
         self.log(f"{d.name}: features {train['features'].shape[1]}-d, train {sizes['n_train']}"
                  f" / val {sizes['n_val']} / test {sizes['n_test']} ({time.time() - t0:.0f}s)")
-        grid = tuple(np.logspace(np.log10(e.linear.l2_min), np.log10(e.linear.l2_max),
-                                 int(e.linear.l2_num)))
-        for key in d.label_keys:
-            task = d.task_name(key)
-            ytr, yva, yte = train[key], val[key], test[key]
-            num_classes = int(max(ytr.max(), yva.max(), yte.max()) + 1)
-            if self.save_features and jax.process_index() == 0:
-                write_features(self.eval_dir, task, train_x=train["features"], train_y=ytr,
-                               val_x=val["features"], val_y=yva, test_x=test["features"],
-                               test_y=yte)
-            if "linear" in self.protocols:
-                res = linear.linear_eval((train["features"], ytr), (val["features"], yva),
-                                         (test["features"], yte), num_classes, metric=d.metric,
-                                         l2_grid=grid, max_iter=int(e.linear.max_iter),
-                                         tol=float(e.linear.tol), mesh=self.mesh)
-                self._add(task, "linear", d.metric, res.test, l2=res.l2, val_value=res.val,
-                          **sizes)
-            if "knn" in self.protocols:
-                ks = [int(k) for k in _list(e.knn_k)]
-                accs = knn.knn_accuracy(train["features"], ytr, test["features"], yte, ks=ks,
-                                        num_classes=num_classes)
-                for k, acc in accs.items():
-                    self._add(task, "knn", f"top1_k{k}", acc, **sizes)
-        if "probe" in self.protocols:
-            kinds = ["color_hist"] + [k for k, src in (("hue", "hue_angle"),
-                                                       ("position", "center_x"),
-                                                       ("size", "size_value")) if src in keys]
-            for kind in kinds:
-                for r in probes.probe(kind, train, val, test):
-                    unit = "deg" if r.metric.endswith("deg") else "%"
-                    self._add(d.name, "probe", f"{kind}_{r.metric}" if unit == "%" else r.metric,
-                              r.value, unit=unit, ridge_penalty=r.penalty, **sizes)
-        if "sensitivity" in self.protocols and test_images is not None:
-            augs = _list(e.sensitivity.augmentations)
-            sens = sensitivity.sensitivity(self.backbone, test_images, self.config.aug,
-                                           self.mean, self.std, mesh=self.mesh,
-                                           augmentations=augs, seed=int(self.config.seed))
-            for stage, kinds in sens.items():
-                for kind, cos in kinds.items():
-                    self._add(d.name, "sensitivity", f"cos_{kind}@{stage}", 100.0 * cos,
-                              n_images=len(test_images))
-            if jax.process_index() == 0:
-                path = sensitivity.plot(sens, os.path.join(self.eval_dir,
-                                                           f"sensitivity_{d.name}.png"),
-                                        title=f"{d.name}, step {self.step}")
-                self.log(f"{d.name}: sensitivity plot {path}")
+        return common.Features(d.name, d.label_keys, {"train": train, "val": val, "test": test},
+                               task_names={k: d.task_name(k) for k in d.label_keys},
+                               metric=d.metric, images=test_images, info=sizes)
 
-    def fewshot_dataset(self, d: eds.FewShotDataset) -> None:
-        e = self.config.eval
+    def fewshot_features(self, d: eds.FewShotDataset) -> common.Features:
         builder = self.builders[d.tfds_name]
         pool, _ = self._extract(builder, d.split, d.label_keys, keep=d.keep,
                                 label_key=d.label_keys[0])
-        for key in d.label_keys:
-            labels = pool[key]
-            ways = min(int(e.fewshot.ways), len(np.unique(labels)))
-            for k in (int(s) for s in _list(e.fewshot.shots)):
-                res = fewshot.fewshot_eval(pool["features"], labels, n_way=ways, k_shot=k,
-                                           n_query=int(e.fewshot.queries),
-                                           num_episodes=int(e.fewshot.episodes),
-                                           seed=int(self.config.seed), c=float(e.fewshot.c))
-                self._add(d.task_name(key), "fewshot", f"{ways}way{k}shot", res.mean,
-                          ci95=round(res.ci95, 4), c=float(e.fewshot.c),
-                          episodes=int(e.fewshot.episodes), queries=int(e.fewshot.queries))
+        return common.Features(d.name, d.label_keys, {"pool": pool},
+                               task_names={k: d.task_name(k) for k in d.label_keys})
+
+    def _save(self, features: common.Features) -> None:
+        if not self.save_features or jax.process_index() != 0:
+            return
+        s = features.splits
+        for key in features.label_keys:
+            write_features(self.eval_dir, features.task(key), train_x=s["train"]["features"],
+                           train_y=s["train"][key], val_x=s["val"]["features"],
+                           val_y=s["val"][key], test_x=s["test"]["features"],
+                           test_y=s["test"][key])
 
     def run(self) -> list[dict]:
-        for d in self.linear_sets:
-            if set(self.protocols) - {"fewshot"}:
-                self.linear_dataset(d)
-        for d in self.fewshot_sets:
-            self.fewshot_dataset(d)
+        for kind, datasets, extract in (("linear", self.linear_sets, self.linear_features),
+                                        ("fewshot", self.fewshot_sets, self.fewshot_features)):
+            for d in datasets:
+                features = extract(d)
+                if kind == "linear":
+                    self._save(features)
+                for evaluator in self.evaluators:
+                    if evaluator.on == kind:
+                        for result in evaluator.run(features):
+                            self._add(evaluator.name, result)
         if jax.process_index() == 0:
             json_path, md_path = reports.write_results(self.records, self.eval_dir)
             self.log(f"results: {json_path} and {md_path}")
+        if self.writer is not None and self.records:
+            self.writer.write_scalars(int(self.step), {
+                f"eval/{r['dataset']}/{r['protocol']}/{r['metric']}": r["value"]
+                for r in self.records})
+            self.writer.flush()
         return self.records
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
-             save_features: bool = False, log=print) -> list[dict]:
-    """Everything evaluate.py does, callable from Python; returns the records."""
-    ev = Evaluator(config, workdir, step=step, save_features=save_features, log=log)
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+             step: int | str | None = None, save_features: bool = False, log=print,
+             writer=None) -> list[dict]:
+    """Everything evaluate.py does, callable from Python; returns the records. `step`: a
+    checkpoint step, 'best' (the best kNN-monitor checkpoint) or None (the latest)."""
+    ev = EvaluationRun(config, workdir, step=step, save_features=save_features, log=log,
+                       writer=writer)
     ev.prepare()
     return ev.run()

@@ -27,6 +27,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from augself_jax import augs
+from augself_jax.evaluation import common
 
 AUGMENTATIONS = tuple(e.name for e in augs.entries())
 
@@ -186,3 +187,49 @@ def plot(result: dict[str, dict[str, float]], path: str, title: str = "") -> str
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(png.getvalue())
     return path
+
+
+class SensitivityEvaluator(common.Evaluator):
+    """The `sensitivity` protocol: the analysis above on a dataset's first test images, as
+    percent cosine per stage and augmentation, plus the plot (process 0)."""
+
+    name = "sensitivity"
+
+    def __init__(self, context: common.Context, aug: ml_collections.ConfigDict,
+                 augmentations: Sequence[str], num_images: int, seed: int):
+        self.context, self.aug, self.seed = context, aug, seed
+        self.augmentations, self.num_images = tuple(augmentations), num_images
+
+    @classmethod
+    def validate(cls, config: ml_collections.ConfigDict) -> None:
+        for a in common.split_list(config.eval.sensitivity.augmentations):
+            if a not in AUGMENTATIONS:
+                raise common.ConfigError(f"eval.sensitivity.augmentations: unknown '{a}'; "
+                                         f"allowed: {', '.join(AUGMENTATIONS)}")
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict,
+                    context: common.Context) -> SensitivityEvaluator:
+        s = config.eval.sensitivity
+        return cls(context, config.aug, common.split_list(s.augmentations), int(s.num_images),
+                   int(config.seed))
+
+    def images_needed(self) -> int:
+        return self.num_images
+
+    def run(self, features: common.Features) -> list[common.Result]:
+        images, ctx = features.images, self.context
+        if images is None or not len(images):
+            return []
+        sens = sensitivity(ctx.backbone, images, self.aug, ctx.mean, ctx.std, mesh=ctx.mesh,
+                           augmentations=self.augmentations, seed=self.seed)
+        if jax.process_index() == 0:
+            path = plot(sens, str(epath.Path(ctx.eval_dir) / f"sensitivity_{features.name}.png"),
+                        title=f"{features.name}, step {ctx.step}")
+            ctx.log(f"{features.name}: sensitivity plot {path}")
+        return [common.Result(features.name, f"cos_{kind}@{stage}", 100.0 * cos,
+                              extra={"n_images": len(images)})
+                for stage, kinds in sens.items() for kind, cos in kinds.items()]
+
+
+PROTOCOL = SensitivityEvaluator

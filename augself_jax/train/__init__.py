@@ -1,11 +1,12 @@
-"""Pretraining: `loop.train_and_evaluate(config, workdir)` is main.py's one call.
+"""Pretraining: `loop.train(config, workdir)` is main.py's one call.
 
 mesh.py        the ('data', 'model') device mesh and shardings
 optimizers.py  SGD / LARS / AdamW, lr = base_lr * batch / 256, cosine + warm-up
 state.py       TrainState (step, params, rest, opt_state) over NNX split state
 step.py        the pure jitted step: photometric ops, loss, update, momentum targets
-knn.py         the 1-NN kNN monitor
-loop.py        resume, step, log (clu), monitor, checkpoint (augself_jax/checkpoints.py)
+monitor.py     the kNN monitor (evaluation's feature extractor and `knn` protocol, k = 1)
+loop.py        resume, step, log interval means, monitor, last-K and best checkpoints
+               (augself_jax/checkpoints.py)
 resume_contract.py  the config fields a resume must keep (recorded in each checkpoint)
 preemption.py  SIGTERM / Ctrl-C / JAX's multi-host sync point -> save at the next step
 validate.py    the trainer's config checks

@@ -1,7 +1,10 @@
 """The pretraining loop: resume, step, log, monitor, checkpoint, stop.
 
 Metrics leave the device only at log steps and before a checkpoint; there the loss and
-the new state are checked for NaN/Inf, so a checkpoint never holds a diverged model. A
+the new state are checked for NaN/Inf, so a checkpoint never holds a diverged model. The
+logged value of each metric is its mean over the steps since the last log step
+(metric_logging.IntervalMean). With the kNN monitor on, the checkpoint of its best
+accuracy is kept beside the last K (checkpoints.BEST_SUBDIR). A
 failed background save stops the run at the next step boundary. SIGTERM or Ctrl-C saves
 the current step and stops (train/preemption.py). Only process 0 writes metrics; every
 process joins checkpoint save and restore.
@@ -19,7 +22,7 @@ import ml_collections
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from augself_jax import checkpoints
+from augself_jax import checkpoints, metric_logging
 from augself_jax.errors import DivergedError
 from augself_jax.train import mesh as mesh_lib
 from augself_jax.train import optimizers
@@ -29,7 +32,7 @@ from augself_jax.train.resume_contract import check_resume, contract
 from augself_jax.train.step import STEP_KEYS, make_train_step
 from augself_jax.workdir import write_resolved_config
 
-__all__ = ["DivergedError", "TrainResult", "checkpoint_meta", "main", "train_and_evaluate"]
+__all__ = ["DivergedError", "TrainResult", "checkpoint_meta", "main", "train"]
 
 
 @dataclasses.dataclass
@@ -131,15 +134,36 @@ def _restore_or_init(config: ml_collections.ConfigDict, setup: state_lib.Setup,
     return state, start_step
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       devices: list | None = None) -> TrainResult:
-    """Pretrains per `config`, resuming from WORKDIR's newest restorable checkpoint."""
-    with StopRequests() as stop:
-        return _train(config, workdir, devices, stop)
+def train(config: ml_collections.ConfigDict, workdir: str, devices: list | None = None,
+          writer: metric_writers.MetricWriter | None = None) -> TrainResult:
+    """Pretrains per `config`, resuming from WORKDIR's newest restorable checkpoint.
+    `writer`: the run's metric writer (app.run makes it); None makes one here and closes it
+    at the end (in-process callers, tests)."""
+    own_writer = writer is None
+    writer = metric_logging.make_writer(workdir) if own_writer else writer
+    try:
+        with StopRequests() as stop:
+            return _run(config, workdir, devices, stop, writer)
+    finally:
+        writer.flush()
+        if own_writer:
+            writer.close()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
-           stop: StopRequests) -> TrainResult:
+def _best_accuracy(best: checkpoints.TrainCheckpointer, config: ml_collections.ConfigDict,
+                   num_steps: int) -> float:
+    """The kNN accuracy of the kept best checkpoint (-inf when there is none); a best
+    checkpoint of another config is a ConfigError, as a resume would be."""
+    step = best.latest_step()
+    if step is None:
+        return -math.inf
+    meta = best.read_meta(step)
+    check_resume(meta, contract(config, num_steps), step, best.directory)
+    return float(meta["knn_top1"])
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
+         stop: StopRequests, writer: metric_writers.MetricWriter) -> TrainResult:
     from augself_jax.data.global_batch import make_global_batch
     from augself_jax.data.pipeline import make_pretrain_iterator
 
@@ -148,26 +172,29 @@ def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None
     setup, train_step = _setup_and_step(config, mesh)
     num_steps = setup.num_steps
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
+    # The best checkpoint by the monitor's accuracy: its own directory and manager, keeping
+    # one, so the last-K pruning of `ckpt` never touches it and resume ignores it.
+    best = (checkpoints.TrainCheckpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
+            if config.knn_every > 0 else None)
     try:
         state, start_step = _restore_or_init(config, setup, ckpt, workdir)
+        best_accuracy = _best_accuracy(best, config, num_steps) if best else -math.inf
     except BaseException:
         ckpt.close()
+        if best is not None:
+            best.close()
         raise
 
-    # Only process 0 writes; the others write nothing. TensorBoard event files here; the
-    # readable line per log step is the progress line printed below (clu's LoggingWriter
-    # would print the same numbers a second time).
-    writer = metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir)) if is_lead \
-        else metric_writers.MultiWriter([])
     report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=config.log_every, every_secs=None)
     last_metrics: dict[str, float] = {}
+    interval = metric_logging.IntervalMean()
     stopped_at = None
     try:
         batches = make_pretrain_iterator(config, start_step=start_step)  # prepares the dataset
         knn = None
-        if config.knn_every > 0:
-            from augself_jax.train.knn import KnnMonitor
+        if best is not None:
+            from augself_jax.train.monitor import KnnMonitor
 
             knn = KnnMonitor(config, setup)
         last_time, last_step = time.perf_counter(), start_step
@@ -177,6 +204,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None
                 batch = make_global_batch({k: host_batch[k] for k in STEP_KEYS}, mesh)
             with report.timed("train_step"):
                 state, metrics = train_step(state, batch)
+            interval.add(metrics)
             report(step)
             ckpt.check_for_errors()  # a failed background save stops the run here, at once
 
@@ -184,19 +212,21 @@ def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None
             is_last = step == num_steps
             is_save = step % config.checkpoint_every == 0 or is_last or stopping
             if step % config.log_every == 0 or is_save or step == start_step + 1:
-                last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                current, means = interval.fetch(metrics)
+                last_metrics = current
                 bad_array = checkpoints.first_non_finite(state)
                 if bad_array is not None or not math.isfinite(last_metrics["loss"]):
                     ckpt.close()  # the pending save of the last good state commits first
-                    check_finite(last_metrics["loss"], step, ckpt.last_good_step(), workdir,
-                                 bad_array, last_metrics.get("grad_norm"))
+                    check_finite(current["loss"], step, ckpt.last_good_step(), workdir,
+                                 bad_array, current.get("grad_norm"))
                 if step % config.log_every == 0 or is_last:
-                    writer.write_scalars(step, last_metrics)
+                    writer.write_scalars(step, means)
+                    interval.reset()
                     now = time.perf_counter()
                     rate = (step - last_step) / max(now - last_time, 1e-9)
                     last_time, last_step = now, step
                     if is_lead:
-                        print(_progress_line(step, num_steps, last_metrics, rate), flush=True)
+                        print(_progress_line(step, num_steps, means, rate), flush=True)
             if knn is not None and (step % config.knn_every == 0 or is_last):
                 with report.timed("knn"):
                     accuracy = knn(state)
@@ -205,6 +235,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None
                 if is_lead:
                     print(f"step {step}/{num_steps} kNN (1-NN cosine) top-1: {accuracy:.4f}",
                           flush=True)
+                if accuracy > best_accuracy:  # strict: a tie keeps the earlier checkpoint
+                    best_accuracy = accuracy
+                    with report.timed("checkpoint"):
+                        best.save(step, state, {**checkpoint_meta(config, step, num_steps),
+                                                "knn_top1": accuracy})
             if is_save:
                 with report.timed("checkpoint"):
                     ckpt.save(step, state, checkpoint_meta(config, step, num_steps))
@@ -212,10 +247,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None
                 stopped_at = step
                 break
         ckpt.wait()  # the last save is on disk (or its failure raised) before we say so
+        if best is not None:
+            best.wait()
     finally:
-        ckpt.close()
-        writer.flush()
-        writer.close()
+        try:
+            ckpt.close()
+        finally:
+            if best is not None:
+                best.close()
     if stopped_at is not None:
         _lead_print(f"stopped by {stop.reason} at step {stopped_at} of {num_steps}: saved the "
                     f"checkpoint at step {stopped_at} in {ckpt.directory}; rerun the same "
@@ -230,7 +269,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, devices: list | None
                        stopped_by=stop.reason if stopped_at is not None else None)
 
 
-def main(config: ml_collections.ConfigDict, workdir: str) -> None:
+def main(config: ml_collections.ConfigDict, workdir: str,
+         writer: metric_writers.MetricWriter | None = None) -> None:
     """main.py's one call; its errors (DivergedError, CheckpointError, ConfigError) are
     printed by app.run as one line."""
-    train_and_evaluate(config, workdir)
+    train(config, workdir, writer=writer)

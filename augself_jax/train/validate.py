@@ -3,6 +3,7 @@
 import ml_collections
 
 from augself_jax import augs
+from augself_jax.data.global_batch import check_batch_divides
 from augself_jax.errors import ConfigError
 from augself_jax.train.mesh import mesh_shape
 from augself_jax.train.optimizers import OPTIMIZERS, SCHEDULES
@@ -57,6 +58,4 @@ def validate_train_config(config: ml_collections.ConfigDict,
 
         num_devices = jax.device_count()
     data, _ = mesh_shape(config, num_devices)
-    if config.batch_size % data:
-        raise ConfigError(f"batch_size: {config.batch_size} does not divide over the {data} "
-                          f"devices of the mesh's data axis; allowed: a multiple of {data}")
+    check_batch_divides("batch_size", int(config.batch_size), data_axis=data)

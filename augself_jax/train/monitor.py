@@ -1,0 +1,70 @@
+"""The kNN monitor during pretraining: 1-NN with cosine similarity, the labelled train split
+as memory and the test split as queries (EVALUATION.md, as the reference). The features and
+the accuracy come from the evaluation's own FeatureExtractor and `knn` protocol, so the
+monitor's number is evaluate.py's `top1_k1` on the pretraining dataset."""
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from augself_jax.evaluation import common
+from augself_jax.evaluation.features import FeatureExtractor
+from augself_jax.evaluation.knn import KnnEvaluator
+from augself_jax.train.state import Setup, TrainState
+
+_BATCH = 256  # rows per global batch of the monitor, rounded to the mesh's data axis
+
+
+def load_split(config: ml_collections.ConfigDict, split: str, global_batch: int
+               ) -> list[dict[str, np.ndarray]]:
+    """This process's host batches (uint8 images preprocessed as in evaluation, `label`,
+    `mask`) of the first config.knn_max_examples (0: all) images of the labelled train
+    split (`split='train'`) or the test split; kept in memory for every monitor call."""
+    from augself_jax.data import registry, source
+    from augself_jax.data.eval_input import eval_batches
+
+    info = registry.get_dataset_info(config.data.dataset)
+    builder = source.builder(info, config.data.data_dir)
+    split_name = (info.labeled_train_split or info.train_split) if split == "train" \
+        else info.test_split
+    keep = None
+    if info.class_subset:  # ImageNet-100: the 100 classes of ImageNet
+        feature = builder.info.features[info.label_key]
+        keep = (info.label_key, tuple(int(feature.str2int(n)) for n in info.class_subset))
+    batches, _ = eval_batches(builder, split_name, image_size=int(config.data.image_size),
+                              batch_size=global_batch // jax.process_count(),
+                              keys=(info.label_key,), keep=keep, label_key=info.label_key,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count(),
+                              max_examples=int(config.knn_max_examples))
+    return [{"image": b["image"], "label": b[info.label_key], "mask": b["mask"]}
+            for b in batches]
+
+
+class KnnMonitor:
+    """Loads the two splits once; `__call__(state)` is the current 1-NN accuracy in [0, 1]."""
+
+    def __init__(self, config: ml_collections.ConfigDict, setup: Setup):
+        from augself_jax.data.global_batch import check_batch_divides
+        from augself_jax.data.registry import get_dataset_info
+
+        info = get_dataset_info(config.data.dataset)
+        data_axis = setup.mesh.shape["data"]
+        global_batch = max(data_axis, _BATCH - _BATCH % data_axis)
+        check_batch_divides("the kNN monitor's batch", global_batch, data_axis=data_axis,
+                            process_count=jax.process_count())
+        self._graphdef = setup.graphdef
+        self._extractor = FeatureExtractor(setup.mesh, info.mean, info.std)
+        self._knn = KnnEvaluator(ks=(1,))
+        self._splits = {"train": load_split(config, "train", global_batch),
+                        "test": load_split(config, "test", global_batch)}
+
+    def __call__(self, state: TrainState) -> float:
+        backbone = nnx.merge(self._graphdef, state.params, state.rest).backbone
+        backbone.eval()
+        splits = {name: self._extractor(backbone, batches)
+                  for name, batches in self._splits.items()}
+        features = common.Features("monitor", ("label",), splits)
+        (top1,) = self._knn.run(features)
+        return top1.value / 100.0
