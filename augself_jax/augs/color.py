@@ -36,11 +36,11 @@ def jitter_bounds(aug) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = tf.cast(u["color_applied"][:, 0], tf.float32) < aug.color_prob
+    on = u["color_applied"][:, 0] < aug.color_prob
     low, high = (tf.constant(x, tf.float32) for x in jitter_bounds(aug))
-    factors = low + tf.cast(u["color"], tf.float32) * (high - low)
+    factors = low + u["color"] * (high - low)
     # argsort of i.i.d. uniforms: a uniform random permutation of the four ops.
-    order = tf.argsort(tf.cast(u["color_order"], tf.float32), axis=-1, stable=True)
+    order = tf.argsort(u["color_order"], axis=-1, stable=True)
     return {"color": tf.where(on[:, None], factors, tf.constant(IDENTITY)[None]),
             "color_applied": tf.cast(on, tf.float32),
             "color_order": tf.cast(tf.where(on[:, None], order, tf.range(4)[None]), tf.int32)}
@@ -75,14 +75,29 @@ def adjust_hue(x: jax.Array, shift: jax.Array) -> jax.Array:
 
 def color_jitter(x: jax.Array, color: jax.Array, order: jax.Array,
                  applied: jax.Array) -> jax.Array:
-    """The four jitter ops in each example's own order (color [B, 4], order [B, 4])."""
-    ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+    """The four jitter ops in each example's own order (color [B, 4], order [B, 4]).
+
+    Each example needs a different op at each of the four positions, so every position
+    computes an op for the whole batch. Two evaluations per position suffice, not four:
+    brightness and contrast are the same affine map `clip(f x + c)` (c = 0, or (1 - f)
+    times the mean gray), and saturation and hue are one HSV round trip that scales S by
+    f (1 for hue) and shifts H by f (0 for saturation). Both are the separate ops' exact
+    formulas, so the result equals running the op the example's order names.
+    """
     out = x
     for position in range(4):
         op = order[:, position]
-        # Per-example dispatch: run every op on the batch, keep the one this example uses.
-        candidates = [f(out, color[:, i]) for i, f in enumerate(ops)]
-        out = sum(jnp.where(_per_example(op == i), c, 0.0) for i, c in enumerate(candidates))
+        f = jnp.take_along_axis(color, op[:, None], axis=1)[:, 0]
+        gray = jnp.tensordot(out, jnp.asarray(CONTRAST_GRAY, out.dtype), axes=([-1], [0]))
+        shift = jnp.where(op == 1, (1.0 - f) * jnp.mean(gray, axis=(1, 2)), 0.0)
+        affine = jnp.clip(_per_example(f) * out + _per_example(shift), 0.0, 1.0)
+        hsv = pix.rgb_to_hsv(out)
+        scale = _per_example(jnp.where(op == 2, f, 1.0))
+        delta = _per_example(jnp.where(op == 3, f, 0.0))
+        rotated = pix.hsv_to_rgb(jnp.stack([(hsv[..., 0] + delta[..., 0]) % 1.0,
+                                            jnp.clip(hsv[..., 1] * scale[..., 0], 0.0, 1.0),
+                                            hsv[..., 2]], axis=-1))
+        out = jnp.where(_per_example(op < 2), affine, rotated)
     return jnp.where(_per_example(applied > 0), out, x)
 
 

@@ -90,7 +90,7 @@ class Augmentation:
     defaults: dict[str, Any]  # its config.aug fields and their defaults
     draws: tuple[tuple[str, int], ...]  # named uniform slots: (slot, count)
     record: tuple[Field, ...]
-    # sample(u: {slot: float [V, count]} (float64 for 'crop'), aug, height, width) ->
+    # sample(u: {slot: [V, count] uniforms of draw_dtype}, aug, height, width) ->
     # {record key: [V, ...]} (plus host-only extras such as 'crop_px').
     sample: Callable[..., dict]
     # HOST: op(image float [H, W, 3], params of one view, out_size) -> image (TensorFlow).
@@ -107,6 +107,9 @@ class Augmentation:
     # Config overrides that make the op an identity (default: prob_field = 0); the
     # sensitivity analysis applies one augmentation with every other one neutral.
     neutral: dict[str, Any] | None = None
+    # The slots' dtype as `sample` receives them (float64 where float32 rounding would
+    # bias a draw, as the crop's areas and aspect ratios).
+    draw_dtype: str = "float32"
     always: dict[str, Any] | None = None  # overrides that make it run (default: prob_field = 1)
 
     def neutral_overrides(self) -> dict[str, Any]:

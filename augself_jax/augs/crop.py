@@ -93,7 +93,7 @@ def _caption(rec, i):
 CROP = register(Augmentation(
     name="crop", stage=HOST, chain=0,
     defaults={"crop_scale": (0.2, 1.0), "crop_ratio": (3 / 4, 4 / 3)},
-    draws=(("crop", 4 * NUM_ATTEMPTS),),
+    draws=(("crop", 4 * NUM_ATTEMPTS),), draw_dtype="float64",
     record=(Field("crop", (4,), "float32", (0.0, 0.0, 1.0, 1.0)),),
     sample=_sample, op=_op, caption=_caption, check=_check,
     augself=AugSelfTarget(4, "mse", _target),

@@ -50,16 +50,26 @@ def sample_params(u: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
     Returns the METHOD.md record (batched over V; device-filled keys as their identity)
     plus host-only extras such as `crop_px`, the integer crop box the crop op uses.
     """
-    v = tf.shape(u)[0]
+    u32 = tf.cast(u, tf.float32)  # once: the per-example op count is the host's cost
     out = {}
     for entry in augs.entries():
-        slots = {slot: u[:, _OFFSETS[slot][0]:_OFFSETS[slot][1]] for slot, _ in entry.draws}
+        source = u if entry.draw_dtype == "float64" else u32
+        slots = {slot: source[:, _OFFSETS[slot][0]:_OFFSETS[slot][1]]
+                 for slot, _ in entry.draws}
         out.update(entry.sample(slots, aug, height, width))
         for f in entry.record:
             if f.on_device:
-                out[f.key] = tf.broadcast_to(tf.constant(f.identity, f.dtype)[None],
-                                             tf.concat([[v], f.shape], 0))
+                out[f.key] = _identity(f, u)
     return out
+
+
+def _identity(field: augs.Field, u: tf.Tensor) -> tf.Tensor:
+    """A record key's 'not applied' value for every view (a constant when V is static)."""
+    value = np.asarray(field.identity, field.dtype).reshape(field.shape)
+    if u.shape[0] is not None:
+        return tf.constant(np.broadcast_to(value, (u.shape[0],) + field.shape))
+    return tf.broadcast_to(tf.constant(value)[None], tf.concat([tf.shape(u)[:1],
+                                                                 field.shape], 0))
 
 
 def apply_geometric(image: tf.Tensor, params: dict, out_size: int) -> tf.Tensor:
@@ -73,9 +83,11 @@ def apply_geometric(image: tf.Tensor, params: dict, out_size: int) -> tf.Tensor:
 def pack(params: dict) -> tf.Tensor:
     """The shipped record keys of V views -> float32 [V, PACKED_SIZE] (ints are small and
     exact in float32)."""
-    v = tf.shape(params[_SHIPPED[0].key])[0]
-    return tf.concat([tf.reshape(tf.cast(params[f.key], tf.float32), [v, f.size])
-                      for f in _SHIPPED], axis=1)
+    parts = []
+    for f in _SHIPPED:
+        x = tf.cast(params[f.key], tf.float32)  # no op when already float32
+        parts.append(x[:, None] if not f.shape else x)
+    return tf.concat(parts, axis=1)
 
 
 def unpack(packed: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,19 +105,26 @@ def unpack(packed: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-# What the host ops read: their own record keys and the host-only extras (crop_px).
-_HOST_KEYS = tuple(f.key for e in augs.chain(augs.HOST) for f in e.record)
+class _OneView(dict):
+    """View i of a record batched over views, sliced on first read: a host op reads two
+    or three keys, and every slice is an op per example."""
+
+    def __init__(self, params: dict, i: int):
+        super().__init__()
+        self._params, self._i = params, i
+
+    def __missing__(self, key: str) -> tf.Tensor:
+        self[key] = self._params[key][self._i]
+        return self[key]
 
 
 def views(image: tf.Tensor, u: tf.Tensor, aug: ml_collections.ConfigDict,
           out_size: int) -> tuple[list[tf.Tensor], dict]:
-    """V views of one decoded uint8 image [H, W, 3] from uniforms u [V, NUM_UNIFORMS]:
-    ([uint8 [S, S, 3]] * V, the record batched over V)."""
+    """V views of one decoded uint8 image [H, W, 3] from uniforms u [V, NUM_UNIFORMS]
+    (V static): ([uint8 [S, S, 3]] * V, the record batched over V)."""
     shape = tf.shape(image)
     params = sample_params(u, shape[0], shape[1], aug)
-    keys = [k for k in params if k in _HOST_KEYS or k not in RECORD_KEYS]
-    pixels = [apply_geometric(image, {k: params[k][i] for k in keys}, out_size)
-              for i in range(u.shape[0])]
+    pixels = [apply_geometric(image, _OneView(params, i), out_size) for i in range(u.shape[0])]
     return pixels, params
 
 

@@ -31,8 +31,3 @@ def normalize(images01: jax.Array, mean: Sequence[float] | jax.Array,
     std = jnp.asarray(std, jnp.float32)
     return (images01.astype(jnp.float32) - mean) / std
 
-
-def normalize_uint8(images: jax.Array, mean: Sequence[float] | jax.Array,
-                    std: Sequence[float] | jax.Array) -> jax.Array:
-    """uint8 pixels -> the model's input: x / 255, then `normalize`."""
-    return normalize(images.astype(jnp.float32) / 255.0, mean, std)

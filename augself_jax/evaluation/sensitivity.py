@@ -116,7 +116,7 @@ def sensitivity(backbone: nnx.Module, images: np.ndarray, aug: ml_collections.Co
                 augmentations: Sequence[str] = AUGMENTATIONS, seed: int = 0,
                 batch_size: int = 256) -> dict[str, dict[str, float]]:
     """{stage: {'unrelated': cos, <aug>: cos, ...}} mean cosine similarities, uint8 images in."""
-    from augself_jax.data.photometric import apply_photometric, normalize, normalize_uint8
+    from augself_jax.data.photometric import apply_photometric, normalize
 
     graphdef, state = nnx.split(backbone)
     state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -133,8 +133,8 @@ def sensitivity(backbone: nnx.Module, images: np.ndarray, aug: ml_collections.Co
     def run(state, imgs, partner_imgs, transformed):
         model = nnx.merge(graphdef, state)
         feats = lambda x: stage_outputs(model, x)
-        clean = feats(normalize_uint8(imgs, mean, std))
-        other = feats(normalize_uint8(partner_imgs, mean, std))
+        clean = feats(normalize(imgs / 255.0, mean, std))
+        other = feats(normalize(partner_imgs / 255.0, mean, std))
         out = {"unrelated": jax.tree.map(_cosine, clean, other)}
         for name, (pixels, params) in transformed.items():
             x, _ = apply_photometric(pixels, params, blur_kernel=kernel)
