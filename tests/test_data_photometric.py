@@ -196,3 +196,26 @@ def test_normalize():
     x = np.full((1, 2, 2, 3), 0.5, np.float32)
     got = ph.normalize(x, (0.5, 0.25, 0.0), (1.0, 0.5, 2.0))
     np.testing.assert_allclose(got[0, 0, 0], [0.0, 0.5, 0.25])
+
+
+def test_jitter_equals_the_four_ops_in_each_of_the_24_orders():
+    """The two-evaluations-per-position jitter is the named op at each position (to float
+    rounding: jit fuses the same formulas differently)."""
+    import itertools
+
+    orders = np.array(list(itertools.permutations(range(4))), np.int32)
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 1, (24, 6, 6, 3)).astype(np.float32)
+    factors = np.stack([rng.uniform(0.2, 1.8, 24), rng.uniform(0.2, 1.8, 24),
+                        rng.uniform(0.2, 1.8, 24), rng.uniform(-0.5, 0.5, 24)], 1)
+    factors = factors.astype(np.float32)
+    got = np.asarray(jax.jit(color.color_jitter)(x, factors, orders, np.ones(24, np.float32)))
+    ops = (color.adjust_brightness, color.adjust_contrast, color.adjust_saturation,
+           color.adjust_hue)
+    for i in range(24):
+        want = x[i:i + 1]
+        for op in orders[i]:
+            want = ops[op](want, factors[i:i + 1, op])
+        np.testing.assert_allclose(got[i], np.asarray(want)[0], atol=1e-5, err_msg=str(orders[i]))
+    off = np.asarray(color.color_jitter(x, factors, orders, np.zeros(24, np.float32)))
+    np.testing.assert_array_equal(off, x)  # not applied: untouched

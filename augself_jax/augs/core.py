@@ -86,7 +86,7 @@ class Descriptor:
 class Augmentation:
     name: str
     stage: str  # HOST (geometric, tf.data) or DEVICE (photometric, JAX)
-    chain: int  # position in the chain (METHOD.md section 1); ops run in this order
+    chain: float  # position in the chain (METHOD.md section 1); ops run in this order
     defaults: dict[str, Any]  # its config.aug fields and their defaults
     draws: tuple[tuple[str, int], ...]  # named uniform slots: (slot, count)
     record: tuple[Field, ...]
