@@ -47,6 +47,8 @@ def _cost(lowered, compiled: bool) -> Cost:
     analysis = lowered.compile().cost_analysis() if compiled else lowered.cost_analysis()
     if isinstance(analysis, list):  # older jax: one dict per program
         analysis = analysis[0]
+    if analysis is None:  # some backends (GPU) only analyse the compiled program
+        return _cost(lowered, compiled=True)
     return Cost(flops=float(analysis["flops"]), bytes_accessed=float(analysis["bytes accessed"]))
 
 
