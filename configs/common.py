@@ -4,7 +4,8 @@ Each experiment file (`configs/simclr_augself.py`, ...) calls `base_config(prese
 and then sets its method, AugSelf weights or CASSLE switch. Every field can be
 overridden on the command line, e.g. `--config.optimizer.base_lr=0.05`.
 
-Presets: `stl10` (default), `imagenet100`, `cifar10`, `shapes` (the built-in dataset), and
+Presets: `stl10` (default), `imagenet100`, `imagenet1k` (large-batch LARS, bfloat16),
+`cifar10`, `shapes` (the built-in dataset), and
 the AugSelf reference's two STL-10 variants: `stl10_sol` (solarize with probability 0.5 after
 the colour jitter) and `stl10_rot` (a random 0/90/180/270-degree rotation with probability 0.5).
 """
@@ -13,7 +14,7 @@ import ml_collections
 
 from augself_jax import augs
 
-PRESETS = ("stl10", "imagenet100", "cifar10", "shapes", "stl10_sol", "stl10_rot")
+PRESETS = ("stl10", "imagenet100", "imagenet1k", "cifar10", "shapes", "stl10_sol", "stl10_rot")
 # A variant preset is its base preset with one augmentation switched on (the reference's
 # `--dataset stl10_sol` / `stl10_rot`: STL-10 with an extra op at probability 0.5).
 VARIANTS = {"stl10_sol": ("stl10", "solarize_prob"), "stl10_rot": ("stl10", "rotation_prob")}
@@ -24,12 +25,17 @@ AUGSELF_KEYS = tuple(e.name for e in augs.augself_entries())
 CASSLE_KEYS = tuple(sorted(augs.descriptors()))
 
 
+# The ImageNet presets: ResNet-50 at 224 px in bfloat16 compute, the 23-pixel blur kernel.
+IMAGENET_PRESETS = ("imagenet100", "imagenet1k")
+
+
 def data_config(preset: str) -> ml_collections.ConfigDict:
     """Which dataset, at what size, and how tf.data reads it."""
     c = ml_collections.ConfigDict()
-    c.dataset = {"stl10": "stl10", "imagenet100": "imagenet100", "cifar10": "cifar10",
-                 "shapes": "shapes"}[preset]
-    c.image_size = {"stl10": 96, "imagenet100": 224, "cifar10": 32, "shapes": 32}[preset]
+    c.dataset = {"stl10": "stl10", "imagenet100": "imagenet100", "imagenet1k": "imagenet1k",
+                 "cifar10": "cifar10", "shapes": "shapes"}[preset]
+    c.image_size = {"stl10": 96, "imagenet100": 224, "imagenet1k": 224, "cifar10": 32,
+                    "shapes": 32}[preset]
     c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default
     # "" = the registry's splits (stl10 pretrains on "train+unlabeled"); "+" joins splits.
     c.train_split = ""
@@ -44,7 +50,7 @@ def aug_config(preset: str) -> ml_collections.ConfigDict:
     """The two-view augmentation chain of METHOD.md section 1: every registered
     augmentation's fields and defaults (each documented in its augself_jax/augs module)."""
     c = ml_collections.ConfigDict(augs.config_defaults())
-    if preset == "imagenet100":
+    if preset in IMAGENET_PRESETS:
         c.blur_kernel = 23  # the reference's kernel at 224 px (9 at 96 px)
     # solarize_prob and rotation_prob are 0 here; the stl10_sol / stl10_rot presets set 0.5.
     return c
@@ -53,10 +59,12 @@ def aug_config(preset: str) -> ml_collections.ConfigDict:
 def model_config(preset: str) -> ml_collections.ConfigDict:
     """The backbone: resnet18 | resnet50 (stem, width) or vit_small | vit_base (patch_size)."""
     c = ml_collections.ConfigDict()
-    c.backbone = "resnet50" if preset == "imagenet100" else "resnet18"
+    c.backbone = "resnet50" if preset in IMAGENET_PRESETS else "resnet18"
     c.stem = "cifar" if preset in ("cifar10", "shapes") else "imagenet"
     c.width = 64  # channels of the first stage; the shapes preset uses a thin net
-    c.dtype = "float32"  # compute dtype; parameters are always float32
+    # Compute dtype; parameters, losses and batch-norm statistics are always float32. The
+    # ImageNet presets are for accelerators, where bfloat16 is what runs fast.
+    c.dtype = "bfloat16" if preset in IMAGENET_PRESETS else "float32"
     c.patch_size = 16  # ViTs (vit_small, vit_base) only
     c.vit_depth = 0  # ViTs: 0 keeps the named size's 12 blocks; tests use fewer
     return c
@@ -170,12 +178,17 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     c.preset = preset
     c.seed = 0
     c.batch_size = 256  # global, over all processes and devices
-    c.num_epochs = {"stl10": 200, "imagenet100": 500, "cifar10": 200, "shapes": 10}[preset]
+    c.num_epochs = {"stl10": 200, "imagenet100": 500, "imagenet1k": 100, "cifar10": 200,
+                    "shapes": 10}[preset]
     c.total_steps = ml_collections.FieldReference(None, field_type=int)  # overrides epochs
     c.checkpoint_every = 1000  # steps; a checkpoint is also written at the end
-    c.keep_checkpoints = 3  # the last K are kept
-    c.log_every = 50  # steps; metrics leave the device (and are NaN-checked) only then
-    c.knn_every = 0  # 0: no kNN monitor; else 1-NN cosine accuracy every N steps and at the end
+    c.keep_checkpoints = 3  # the last K are kept (and, with the kNN monitor, the best one)
+    # Steps; metrics leave the device (and are NaN-checked) only then, each logged as its
+    # mean over the steps since the last log step.
+    c.log_every = 50
+    # 0: no kNN monitor; else 1-NN cosine accuracy every N steps and at the end, and the
+    # checkpoint of the best accuracy is kept in WORKDIR/best_checkpoint (--step best).
+    c.knn_every = 0
     c.knn_max_examples = 10000  # cap on memory (train) and query (test) images of the monitor
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all devices
     # CPU only: compile the train step without LLVM's expensive passes (compiles several
@@ -189,6 +202,12 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     c.cassle = cassle_config()
     c.optimizer = optimizer_config(preset)
     c.eval = eval_config(preset)
+    if preset == "imagenet1k":
+        # Large-batch ImageNet-1k (SimCLR's recipe): LARS, lr 0.3 x 4096 / 256 = 4.8, 10
+        # warm-up epochs, weight decay 1e-6 (biases and norms excluded).
+        c.batch_size = 4096
+        c.optimizer.update(name="lars", base_lr=0.3, weight_decay=1e-6, warmup_epochs=10.0)
+        c.checkpoint_every = 2500  # about 8 epochs at batch 4096
     if preset == "shapes":
         # The quick start: a thin network and a short schedule that finish
         # pretraining within minutes on a 2-core laptop CPU.
@@ -225,7 +244,7 @@ def experiment(arg: str | None, method: str, *, augself: bool = False,
     registry.get(method).recipe(c)
     if augself:
         # The reference AugSelf heads: crop and colour, 1.0 at STL-10 scale, 0.5 on ImageNet-100.
-        weight = 0.5 if c.preset == "imagenet100" else 1.0
+        weight = 0.5 if c.preset in IMAGENET_PRESETS else 1.0
         c.augself.crop = weight
         c.augself.color = weight
     c.cassle.enabled = cassle

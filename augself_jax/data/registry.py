@@ -74,6 +74,11 @@ def _registry() -> dict[str, DatasetInfo]:
             name="imagenet100", tfds_name="imagenet2012", train_split="train",
             test_split="validation", image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
             label_key="label", num_classes=100, class_subset=imagenet100_classes()),
+        # TFDS needs ILSVRC2012_img_{train,val}.tar in its manual_dir (no download).
+        "imagenet1k": DatasetInfo(
+            name="imagenet1k", tfds_name="imagenet2012", train_split="train",
+            test_split="validation", image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            label_key="label", num_classes=1000),
     }
 
 
