@@ -5,6 +5,7 @@ without parameter recording, next to a bare tf.data loop that only decodes and
 crops-and-resizes twice (the floor); then the device-side photometric ops' time per batch.
 
     python benchmarks/bench_pipeline.py [--num_examples=256] [--rounds=3] [--threads=1]
+        [--clock=wall|cpu]
 
 Sources are synthesised locally (the built-in dataset's renderer), so no download is needed.
 """
@@ -24,6 +25,13 @@ _NUM = flags.DEFINE_integer("num_examples", 256, "Two-view examples timed per me
 _THREADS = flags.DEFINE_integer("threads", 1, "tf.data threads (= cores used).")
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size (host and device).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved measurements; the best is kept.")
+_CLOCK = flags.DEFINE_enum(
+    "clock", "wall", ["wall", "cpu"],
+    "wall: elapsed time; cpu: this process's CPU time (all its threads), which other "
+    "processes on a shared machine disturb far less.")
+_SOURCES = flags.DEFINE_list("sources", ["stl10", "imagenet"],
+                              "stl10: 96x96 PNG to 96 px; imagenet: 500x375 JPEG to 224 px.")
+_DEVICE = flags.DEFINE_bool("device_part", True, "Also time the device-side photometric ops.")
 _DISTINCT = 64  # distinct source images, cycled
 
 
@@ -97,21 +105,26 @@ def _pipeline(src, size: int, record: bool):
     return _options(ds)
 
 
-def _rates(datasets: list, rounds: int) -> list[float]:
+def _rates(datasets: list, rounds: int) -> tuple[list[float], list[list[float]]]:
     """Best two-view examples/s of each dataset over `rounds` interleaved measurements
-    (interleaving and taking the best keeps a busy shared machine from biasing one)."""
+    (interleaving and taking the best keeps a busy shared machine from biasing one), and
+    every round's rates. Batches are unpacked as the trainer's iterator unpacks them, so
+    the recording variant pays for turning the packed record back into per-key arrays."""
+    from augself_jax.data.pipeline import unpack_batch
+
     iters = [ds.as_numpy_iterator() for ds in datasets]
     for it in iters:
-        next(it)  # warm-up
+        unpack_batch(next(it))  # warm-up
     steps = max(1, _NUM.value // _BATCH.value)
-    best = [0.0] * len(iters)
+    clock = time.perf_counter if _CLOCK.value == "wall" else time.process_time
+    per_round = [[] for _ in iters]
     for _ in range(rounds):
         for k, it in enumerate(iters):
-            start = time.perf_counter()
+            start = clock()
             for _ in range(steps):
-                next(it)
-            best[k] = max(best[k], steps * _BATCH.value / (time.perf_counter() - start))
-    return best
+                unpack_batch(next(it))
+            per_round[k].append(steps * _BATCH.value / (clock() - start))
+    return [max(r) for r in per_round], per_round
 
 
 def _photometric_ms(size: int, kernel: int) -> float:
@@ -146,17 +159,28 @@ def main(argv):
     tf.config.set_visible_devices([], "GPU")
     threads = _THREADS.value
     print(f"host part: {threads} tf.data thread(s), batch {_BATCH.value}, "
-          f"{_NUM.value} examples per measurement; rates are two-view examples/s/core")
+          f"{_NUM.value} examples per measurement, {_CLOCK.value} clock; rates are two-view "
+          "examples/s/core")
     print(f"{'source':<24}{'out':>5}{'bare':>9}{'no rec':>9}{'record':>9}"
           f"{'rec cost':>10}{'vs bare':>9}")
     for kind, size in (("stl10", 96), ("imagenet", 224)):
+        if kind not in _SOURCES.value:
+            continue
         src = _sources(kind)
         datasets = [_bare(src, size), _pipeline(src, size, record=False),
                     _pipeline(src, size, record=True)]
-        bare, plain, rec = (r / threads for r in _rates(datasets, _ROUNDS.value))
+        best, per_round = _rates(datasets, _ROUNDS.value)
+        bare, plain, rec = (r / threads for r in best)
         label = "96x96 PNG" if kind == "stl10" else "500x375 JPEG"
         print(f"{label:<24}{size:>5}{bare:>9.0f}{plain:>9.0f}{rec:>9.0f}"
               f"{100 * (plain - rec) / plain:>9.1f}%{100 * rec / bare:>8.0f}%")
+        # The noise: the recording cost round by round (each round times both back to back).
+        costs = [100 * (p - r) / p for p, r in zip(per_round[1], per_round[2], strict=True)]
+        print(f"{'':<29}rec cost per round: " + " ".join(f"{c:+.1f}%" for c in costs))
+        print(f"{'':<29}median {np.median(costs):+.1f}%, interquartile range "
+              f"{np.percentile(costs, 25):+.1f}% to {np.percentile(costs, 75):+.1f}%")
+    if not _DEVICE.value:
+        return
     device = jax.devices()[0]
     print(f"device part (apply_photometric, batch {_BATCH.value}) on {device.platform} "
           f"({device.device_kind}):")

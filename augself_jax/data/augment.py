@@ -28,8 +28,10 @@ def _layout() -> tuple[dict[str, tuple[int, int]], int]:
 
 _OFFSETS, NUM_UNIFORMS = _layout()
 RECORD_KEYS = augs.record_keys()
-# The shipped part of the record (the device fills the rest), in packing order.
-_SHIPPED = tuple(f for f in augs.record_fields() if not f.on_device)
+# The shipped part of the record (the device fills the rest), in packing order: the
+# vector keys, then the scalar keys (stacked by one op).
+_SHIPPED = tuple(sorted((f for f in augs.record_fields() if not f.on_device),
+                        key=lambda f: not f.shape))
 PACKED_SIZE = sum(f.size for f in _SHIPPED)
 
 
@@ -82,12 +84,11 @@ def apply_geometric(image: tf.Tensor, params: dict, out_size: int) -> tf.Tensor:
 
 def pack(params: dict) -> tf.Tensor:
     """The shipped record keys of V views -> float32 [V, PACKED_SIZE] (ints are small and
-    exact in float32)."""
-    parts = []
-    for f in _SHIPPED:
-        x = tf.cast(params[f.key], tf.float32)  # no op when already float32
-        parts.append(x[:, None] if not f.shape else x)
-    return tf.concat(parts, axis=1)
+    exact in float32), in a handful of ops: each is a per-example cost in tf.data."""
+    f32 = lambda f: tf.cast(params[f.key], tf.float32)  # no op when already float32
+    vectors = [f32(f) for f in _SHIPPED if f.shape]
+    scalars = [f32(f) for f in _SHIPPED if not f.shape]
+    return tf.concat(vectors + [tf.stack(scalars, axis=1)], axis=1)
 
 
 def unpack(packed: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,14 +96,14 @@ def unpack(packed: np.ndarray) -> dict[str, np.ndarray]:
     packed = np.asarray(packed)
     lead = packed.shape[:-1]
     out, start = {}, 0
-    for f in augs.record_fields():
-        if f.on_device:
-            out[f.key] = np.broadcast_to(np.asarray(f.identity, f.dtype), lead + f.shape).copy()
-            continue
+    for f in _SHIPPED:
         x = packed[..., start:start + f.size].reshape(lead + f.shape)
         out[f.key] = x.astype(f.dtype) if f.dtype != "float32" else x
         start += f.size
-    return out
+    for f in augs.record_fields():
+        if f.on_device:
+            out[f.key] = np.broadcast_to(np.asarray(f.identity, f.dtype), lead + f.shape).copy()
+    return {f.key: out[f.key] for f in augs.record_fields()}  # METHOD.md's key order
 
 
 class _OneView(dict):
