@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from test_train_support import ROOT, host_leaves, synthetic_host_batch, tiny_config, to_global
 
+from augself_jax.methods import registry
 from augself_jax.train import mesh as mesh_lib
 from augself_jax.train import state as state_lib
 from augself_jax.train.step import make_train_step
@@ -24,12 +25,18 @@ def test_every_experiment_file_is_listed():
     # The README's list; a new config file must join this test.
     assert EXPERIMENTS == sorted(["simclr", "simclr_augself", "simclr_cassle", "moco_augself",
                                   "byol_augself", "simsiam_augself", "barlow_cassle",
-                                  "supervised_augself"])
+                                  "supervised_augself", "mocov3", "mocov3_augself",
+                                  "mocov3_cassle", "swav", "swav_augself", "swav_cassle"])
 
 
-# SimCLR + AugSelf runs through the same step in test_train_sharding (default suite).
+# SimCLR + AugSelf runs through the same step in test_train_sharding, MoCo v3 and SwAV (with
+# AugSelf and CASSLE together) in test_methods_new (default suite).
+IN_OTHER_TESTS = ("simclr_augself", "mocov3", "mocov3_augself", "mocov3_cassle", "swav",
+                  "swav_augself", "swav_cassle")
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n == "simclr_augself" else n for n in EXPERIMENTS])
+                                  if n in IN_OTHER_TESTS else n for n in EXPERIMENTS])
 def test_two_real_steps(name):
     config = tiny_config(name, steps=2)
     setup = state_lib.make_setup(config, mesh_lib.make_mesh(config, jax.devices()[:1]))
@@ -60,6 +67,6 @@ def test_two_real_steps(name):
     moved = [not np.array_equal(a, b) for a, b in zip(before, after, strict=True)]
     # Kernels behind a zero-initialised batch-norm scale may not move in two steps.
     assert sum(moved) > len(moved) // 2, (name, sum(moved), len(moved))
-    if config.method.name in ("moco", "byol"):
+    if registry.get(config.method.name).momentum is not None:
         target = host_leaves(state.rest["target_backbone"])
         assert all(np.all(np.isfinite(t)) for t in target)

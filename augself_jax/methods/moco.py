@@ -54,7 +54,8 @@ def enqueue(model, keys: jax.Array) -> None:
     model.queue_ptr[...] = (ptr + keys.shape[0]) % queue.shape[0]
 
 
-def forward(model, batch: dict):
+def forward(model, batch: dict, step):
+    del step  # no part of this loss depends on the schedule
     s = model.settings
     y1 = model.backbone(batch["view1"])
     q = l2_normalize(project(model, y1, batch["params1"]))

@@ -67,7 +67,8 @@ def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) 
     }
 
 
-def forward(model, batch: dict):
+def forward(model, batch: dict, step):
+    del step  # no part of this loss depends on the schedule
     p1_rec, p2_rec = batch["params1"], batch["params2"]
     y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
     q1 = model.predictor(project(model, y1, p1_rec)).astype(jnp.float32)

@@ -82,9 +82,9 @@ def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tup
     batch: view1/view2 normalised float [B,H,W,3], params1/params2 records, label [B].
     Mutates BatchNorm statistics and the method's extra state (MoCo's queue) in place.
     """
-    del step, total_steps  # no loss here depends on the schedule
+    del total_steps  # no loss here depends on the schedule's length
     s: Settings = model.settings
-    ssl_loss, y1, y2, metrics = registry.get(s.method).forward(model, batch)
+    ssl_loss, y1, y2, metrics = registry.get(s.method).forward(model, batch, step)
     metrics = dict(metrics, ssl_loss=ssl_loss)
     loss = ssl_loss
     if model.augself_heads is not None:

@@ -37,8 +37,9 @@ class Method:
     build_heads(config, num_features, proj_in, dtype, rngs) -> {attribute: module}: the heads
         the model holds under those attribute names (projector, predictor, classifier, ...);
         `proj_in` is the projector's input width (the backbone's, or more with CASSLE).
-    forward(model, batch) -> (loss, y1, y2, metrics): the method loss and the backbone
-        features of view 1 and view 2 that the AugSelf heads read.
+    forward(model, batch, step) -> (loss, y1, y2, metrics): the method loss and the
+        backbone features of view 1 and view 2 that the AugSelf heads read; `step` is the
+        optimiser step (a traced scalar), for losses that change during training.
     defaults: the `config.method` fields this method owns, with their defaults. Names are
         prefixed by the method (a field is declared by one method only).
     settings(config) -> a hashable value (a frozen dataclass) of the hyperparameters the

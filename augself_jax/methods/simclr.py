@@ -26,7 +26,8 @@ def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) 
     return {"projector": MLP(proj_in, widths, dtype=dtype, rngs=rngs)}
 
 
-def forward(model, batch: dict):
+def forward(model, batch: dict, step):
+    del step  # no part of this loss depends on the schedule
     y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
     z1 = project(model, y1, batch["params1"])
     z2 = project(model, y2, batch["params2"])
