@@ -39,7 +39,8 @@ _THREADS = flags.DEFINE_integer("threads", 1, "tf.data threads (= cores used).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Interleaved measurements of each (size, mode).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
-_CHILD = flags.DEFINE_string("child", None, "Internal: 'size,mode' measured in this process.")
+_CHILD = flags.DEFINE_string("child", None, "Internal: 'size,mode' measured in this process, "
+                             "or 'size,generate'.")
 
 
 def shapes_builder(image_size: int, num_train: int, data_dir: str | None):
@@ -102,6 +103,23 @@ def measure(num_train: int, mode: str) -> dict:
             "examples_per_s": round(_STEPS.value * batch / seconds, 1)}
 
 
+def generate(num_train: int) -> dict:
+    """Prepare the dataset of this size if needed (run in a process of its own)."""
+    b = shapes_builder(_IMAGE_SIZE.value, num_train, _DATA_DIR.value)
+    if b.is_prepared():
+        return {"size": num_train, "generated_s": None}
+    start = time.perf_counter()
+    b.download_and_prepare()
+    return {"size": num_train, "generated_s": round(time.perf_counter() - start, 1)}
+
+
+def _run_child(size: int, mode: str) -> dict:
+    out = subprocess.run(_child_args(size, mode), capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _child_args(size: int, mode: str) -> list[str]:
     args = [sys.executable, os.path.abspath(__file__), f"--child={size},{mode}"]
     for flag in (_IMAGE_SIZE, _STEPS, _WARMUP, _BATCH, _THREADS, _DATA_DIR):
@@ -114,27 +132,24 @@ def main(argv):
     del argv
     if _CHILD.value:
         size, mode = _CHILD.value.split(",")
-        print(json.dumps(measure(int(size), mode)))
+        print(json.dumps(generate(int(size)) if mode == "generate" else
+                         measure(int(size), mode)))
         return
+    # This process stays small and never imports TensorFlow: Linux carries the peak RSS of
+    # the parent at fork into a child's ru_maxrss, so a large parent would mask the children.
     sizes = [int(s) for s in _SIZES.value]
     generated = {}
     for size in sizes:  # generate before measuring, so no measurement holds the writer
-        b = shapes_builder(_IMAGE_SIZE.value, size, _DATA_DIR.value)
-        if not b.is_prepared():
-            start = time.perf_counter()
-            b.download_and_prepare()
-            generated[size] = time.perf_counter() - start
-            print(f"generated {size} examples at {_IMAGE_SIZE.value} px in "
-                  f"{generated[size]:.0f} s", flush=True)
+        seconds = _run_child(size, "generate")["generated_s"]
+        if seconds is not None:
+            generated[size] = seconds
+            print(f"generated {size} examples at {_IMAGE_SIZE.value} px in {seconds:.0f} s",
+                  flush=True)
     results = {}
     for _ in range(_ROUNDS.value):
         for size in sizes:
             for mode in _MODES.value:
-                out = subprocess.run(_child_args(size, mode), capture_output=True, text=True,
-                                     check=False)
-                if out.returncode:
-                    raise SystemExit(out.stderr[-3000:])
-                r = json.loads(out.stdout.strip().splitlines()[-1])
+                r = _run_child(size, mode)
                 print(json.dumps(r), flush=True)
                 best = results.setdefault((size, mode), r)
                 best["examples_per_s"] = max(best["examples_per_s"], r["examples_per_s"])
