@@ -309,3 +309,21 @@ def test_swav_with_augself_and_cassle_trains_through_the_real_step():
     state = _two_real_steps(config)
     (kernel,) = host_leaves(state.params["prototypes"])
     np.testing.assert_allclose(np.linalg.norm(kernel, axis=0), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_main_trains_mocov3_cassle_on_a_vit(shapes_data_dir, tmp_path):
+    from conftest import run_command
+    from test_train_support import ROOT
+
+    proc = run_command(["main.py", "--config=configs/mocov3_cassle.py:shapes,vit_small",
+                        f"--workdir={tmp_path / 'run'}", "--config.total_steps=2",
+                        "--config.batch_size=16", "--config.log_every=1",
+                        "--config.checkpoint_every=2", "--config.knn_every=0",
+                        "--config.model.vit_depth=1", "--config.model.patch_size=8",
+                        "--config.method.proj_hidden=64", "--config.method.pred_hidden=64",
+                        "--config.method.proj_out=32", "--config.augself.crop=1.0",
+                        "--config.xla_fast_compile=True",
+                        f"--config.data.data_dir={shapes_data_dir}"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "done: 2 steps" in proc.stdout + proc.stderr
