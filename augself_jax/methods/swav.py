@@ -3,7 +3,7 @@
 Each view's normalised projection is scored against unit-norm prototypes; Sinkhorn-Knopp
 turns the scores into balanced soft assignments (codes) without gradient, and each view's
 softmax(scores / T) predicts the other view's codes. As the reference: 2048-128 projector,
-100 prototypes renormalised every step and frozen for the first 410 steps, epsilon 0.05,
+100 prototypes renormalised every step and frozen for the first 409 updates, epsilon 0.05,
 3 iterations, T = 0.1, two views (no multi-crop) and no queue.
 """
 
@@ -120,7 +120,9 @@ METHOD = Method(
         "swav_epsilon": 0.05,
         "swav_iterations": 3,
         "swav_temperature": 0.1,
-        "swav_freeze_steps": 410,  # prototypes get no gradient before this step
+        # Prototypes get no gradient for this many first updates: the reference's
+        # `iteration < 410` with ignite's iterations counted from 1.
+        "swav_freeze_steps": 409,
     },
     settings=lambda c: Hyper(float(c.method.swav_epsilon), int(c.method.swav_iterations),
                              float(c.method.swav_temperature), int(c.method.swav_freeze_steps)),
