@@ -42,6 +42,9 @@ def data_config(preset: str) -> ml_collections.ConfigDict:
     c.test_split = ""
     c.shuffle_files = True
     c.prefetch = 2  # batches prefetched by tf.data
+    # Global batches transferred to the devices ahead of the step, overlapping the copy with
+    # the compute (0: each batch is transferred when the step asks for it).
+    c.device_prefetch = 2
     c.num_parallel_calls = -1  # -1: tf.data.AUTOTUNE
     return c
 

@@ -16,8 +16,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from augself_jax.data import eval_datasets as eds
+from augself_jax.data import source
 from augself_jax.data.eval_input import eval_batches
-from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common, reports
 from augself_jax.evaluation.features import FeatureExtractor, eval_mesh
 
@@ -52,35 +52,6 @@ def validate_eval_config(config: ml_collections.ConfigDict, num_devices: int | N
 
 def _data_dir(config: ml_collections.ConfigDict) -> str | None:
     return config.eval.data_dir or config.data.data_dir
-
-
-def prepared_builder(tfds_name: str, *, data_dir: str | None, manual: bool,
-                     manual_dir: str | None, registry_name: str) -> tfds.core.DatasetBuilder:
-    """The TFDS builder, prepared: the built-in dataset is generated here, a manual-download
-    dataset is built from manual_dir, anything else must already be prepared."""
-    from augself_jax.data import shapes  # noqa: F401  (registers augself_shapes)
-
-    builder = tfds.builder(tfds_name, data_dir=data_dir, try_gcs=False)
-    if builder.is_prepared():
-        return builder
-    if tfds_name.startswith("augself_shapes"):
-        builder.download_and_prepare()
-    elif manual:
-        if not manual_dir:
-            raise ConfigError(
-                f"eval.manual_dir: dataset {registry_name} is not prepared in "
-                f"{builder.data_dir} and needs a manual download; "
-                + " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split()))
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    else:
-        raise ConfigError(
-            f"eval.datasets: dataset {registry_name} ({tfds_name}) is not prepared in "
-            f"{data_dir or '~/tensorflow_datasets'}; prepare it where there is internet with "
-            f"`tfds build {tfds_name} --data_dir=<dir>` (or `python -c \"import "
-            f"tensorflow_datasets as tfds; tfds.builder('{tfds_name}', data_dir='<dir>')"
-            f".download_and_prepare()\"`) and pass --config.eval.data_dir=<dir>")
-    return builder
 
 
 def _label_ints(builder: tfds.core.DatasetBuilder, key: str, names: tuple[str, ...]
@@ -140,9 +111,9 @@ class EvaluationRun:
         self.builders = {}
         for d in [*self.linear_sets, *self.fewshot_sets]:
             if d.tfds_name not in self.builders:
-                self.builders[d.tfds_name] = prepared_builder(
-                    d.tfds_name, data_dir=self.data_dir, manual=d.manual,
-                    manual_dir=e.manual_dir, registry_name=d.name)
+                self.builders[d.tfds_name] = source.prepared_builder(
+                    d.tfds_name, data_dir=self.data_dir, field="eval.datasets", name=d.name,
+                    manual=d.manual, manual_dir=e.manual_dir)
         info = get_dataset_info(self.config.data.dataset)
         self.backbone, self.step = restore_backbone(self.workdir, self.config,
                                                     self._requested_step)
