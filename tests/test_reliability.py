@@ -265,7 +265,8 @@ def test_a_signal_saves_at_the_next_step_and_the_resume_is_exact(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(global_batch, "make_global_batch", make_global_batch)
-    stopped = loop.train(_config(shapes_data_dir), str(tmp_path))
+    # No device prefetch, so the third transfer is step 3's; the resume below prefetches.
+    stopped = loop.train(_config(shapes_data_dir, **{"data.device_prefetch": 0}), str(tmp_path))
     monkeypatch.undo()
     assert stopped.stopped_by == signal.Signals(signum).name
     assert int(stopped.state.step) == 3 and checkpoints.all_steps(tmp_path) == [2, 3]
@@ -324,8 +325,8 @@ def test_a_full_disk_stops_at_the_failed_save_and_keeps_the_last_good(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(global_batch, "make_global_batch", make_global_batch)
-    with pytest.raises(CheckpointError) as e:
-        loop.train(_config(shapes_data_dir), str(workdir))
+    with pytest.raises(CheckpointError) as e:  # no device prefetch: transfer 3 is step 3's
+        loop.train(_config(shapes_data_dir, **{"data.device_prefetch": 0}), str(workdir))
     message = str(e.value)
     assert "\n" not in message
     assert f"could not save step 4 to {workdir}/checkpoints/4: No space left on device; " \

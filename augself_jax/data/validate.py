@@ -35,6 +35,10 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
     if config.data.image_size <= 0:
         raise ConfigError(f"data.image_size: {config.data.image_size} must be > 0")
     _check_aug(config)
+    ahead = config.data.get("device_prefetch", 0)
+    if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
+        raise ConfigError(f"data.device_prefetch: {ahead!r} must be an integer >= 0 "
+                          "(0: no device prefetch)")
     if process_count is None or device_count is None:
         import jax
 

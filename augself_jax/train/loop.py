@@ -164,8 +164,8 @@ def _best_accuracy(best: checkpoints.TrainCheckpointer, config: ml_collections.C
 
 def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
          stop: StopRequests, writer: metric_writers.MetricWriter) -> TrainResult:
-    from augself_jax.data.global_batch import make_global_batch
     from augself_jax.data.pipeline import make_pretrain_iterator
+    from augself_jax.train.prefetch import device_batches
 
     is_lead = jax.process_index() == 0
     mesh = mesh_lib.make_mesh(config, devices)
@@ -191,7 +191,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
     interval = metric_logging.IntervalMean()
     stopped_at = None
     try:
-        batches = make_pretrain_iterator(config, start_step=start_step)  # prepares the dataset
+        batches = device_batches(make_pretrain_iterator(config, start_step=start_step),
+                                 mesh, STEP_KEYS, config.data.device_prefetch)  # prepares data
         knn = None
         if best is not None:
             from augself_jax.train.monitor import KnnMonitor
@@ -200,8 +201,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
         last_time, last_step = time.perf_counter(), start_step
         for step in range(start_step + 1, num_steps + 1):  # `step`: steps done after this one
             with report.timed("data"):
-                host_batch = next(batches)
-                batch = make_global_batch({k: host_batch[k] for k in STEP_KEYS}, mesh)
+                batch = next(batches)  # on the devices, the next ones already on their way
             with report.timed("train_step"):
                 state, metrics = train_step(state, batch)
             interval.add(metrics)

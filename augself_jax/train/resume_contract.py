@@ -20,7 +20,8 @@ from augself_jax.errors import ConfigError
 SAFE_TO_CHANGE = (
     "preset", "total_steps", "num_epochs", "log_every", "checkpoint_every",
     "keep_checkpoints", "knn_every", "knn_max_examples", "mesh", "xla_fast_compile",
-    "data.data_dir", "data.prefetch", "data.num_parallel_calls", "eval",
+    "data.data_dir", "data.prefetch", "data.device_prefetch", "data.num_parallel_calls",
+    "eval",
 )
 SCHEDULE_LENGTH = "schedule_length"
 _SHOWN = 6  # fields named in the error line; the rest are counted
