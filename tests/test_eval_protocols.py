@@ -98,3 +98,27 @@ def test_probe_protocol_adds_its_image_statistics_and_probes_only_what_is_there(
         split["color_hist"] = rng.dirichlet(np.ones(8), n)
     metrics = [r.metric for r in evaluator.run(f)]
     assert metrics == ["color_hist_r2"]  # no hue / position / size keys: no such probes
+
+
+def test_first_images_are_gathered_over_processes(monkeypatch):
+    """Two processes' kept images (process 1 kept fewer): every process gets the first
+    `count` valid images, process 0's first, whatever the padding."""
+    from jax.experimental import multihost_utils
+
+    from augself_jax.evaluation import run
+
+    rng = np.random.default_rng(2)
+    own = [rng.integers(0, 256, (3, 2, 2, 3), dtype=np.uint8)]
+    other = rng.integers(0, 256, (2, 2, 2, 3), dtype=np.uint8)
+
+    def allgather(tree, tiled):  # process 1 padded its 2 images to 4 rows
+        padded, valid = tree
+        other_padded = np.zeros_like(padded)
+        other_padded[:2] = other
+        return (np.concatenate([padded, other_padded]),
+                np.concatenate([valid, np.arange(4) < 2]))
+
+    monkeypatch.setattr(run.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+    got = run._first_images(own, 4, 2)
+    np.testing.assert_array_equal(got, np.concatenate([own[0], other[:1]]))

@@ -80,6 +80,21 @@ class _Collect:
             yield batch
 
 
+def _first_images(kept: list[np.ndarray], count: int, size: int) -> np.ndarray:
+    """The first `count` images over all processes, the same array on every process (each
+    process kept the first of its own shard; protocols treat the result as global)."""
+    local = np.concatenate(kept) if kept else np.zeros((0, size, size, 3), np.uint8)
+    if jax.process_count() == 1:
+        return local
+    from jax.experimental import multihost_utils
+
+    padded = np.zeros((count, *local.shape[1:]), np.uint8)
+    padded[:len(local)] = local
+    valid = np.arange(count) < len(local)
+    padded, valid = multihost_utils.process_allgather((padded, valid), tiled=True)
+    return padded[valid][:count]
+
+
 class EvaluationRun:
     """One evaluate.py run: restore the backbone, extract each dataset's features once, hand
     them to every protocol of `eval.protocols` (common.Evaluator), write the results."""
@@ -134,7 +149,8 @@ class EvaluationRun:
             max_examples=int(self.config.eval.max_examples))
         collect = _Collect(batches, self.evaluators, keep_images)
         out = self.extractor(self.backbone, collect)
-        images = np.concatenate(collect.images) if collect.images else None
+        images = (_first_images(collect.images, keep_images, int(self.config.data.image_size))
+                  if keep_images else None)
         return out, images
 
     def _add(self, protocol: str, result: common.Result) -> None:
