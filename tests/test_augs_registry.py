@@ -36,7 +36,7 @@ from augself_jax.augs.core import (DEVICE, AugSelfTarget, Augmentation, Descript
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    return {"invert": tf.cast(u["invert"][:, 0] < aug.invert_prob, tf.float32)}
+    return {"invert": tf.cast(u["invert"] < aug.invert_prob, tf.float32)}
 
 
 def _flag(p):

@@ -19,9 +19,9 @@ from augself_jax.errors import ConfigError
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["blur_applied"][:, 0] < aug.blur_prob
+    on = u["blur_applied"] < aug.blur_prob
     s0, s1 = aug.blur_sigma
-    return {"blur": tf.where(on, s0 + u["blur"][:, 0] * (s1 - s0), 0.0)}
+    return {"blur": tf.where(on, s0 + u["blur"] * (s1 - s0), 0.0)}
 
 
 def gaussian_kernels(sigma: jax.Array, kernel_size: int) -> jax.Array:

@@ -36,14 +36,14 @@ def jitter_bounds(aug) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["color_applied"][:, 0] < aug.color_prob
+    on = u["color_applied"] < aug.color_prob
     low, high = (tf.constant(x, tf.float32) for x in jitter_bounds(aug))
     factors = low + u["color"] * (high - low)
     # argsort of i.i.d. uniforms: a uniform random permutation of the four ops.
     order = tf.argsort(u["color_order"], axis=-1, stable=True)
     return {"color": tf.where(on[:, None], factors, tf.constant(IDENTITY)[None]),
             "color_applied": tf.cast(on, tf.float32),
-            "color_order": tf.cast(tf.where(on[:, None], order, tf.range(4)[None]), tf.int32)}
+            "color_order": tf.where(on[:, None], order, tf.constant([[0, 1, 2, 3]]))}
 
 
 def _per_example(v: jax.Array) -> jax.Array:

@@ -90,8 +90,8 @@ class Augmentation:
     defaults: dict[str, Any]  # its config.aug fields and their defaults
     draws: tuple[tuple[str, int], ...]  # named uniform slots: (slot, count)
     record: tuple[Field, ...]
-    # sample(u: {slot: [V, count] uniforms of draw_dtype}, aug, height, width) ->
-    # {record key: [V, ...]} (plus host-only extras such as 'crop_px').
+    # sample(u: {slot: [V, count] uniforms of draw_dtype, [V] if count is 1}, aug, height,
+    # width) -> {record key: [V, ...]} (plus host-only extras such as 'crop_px').
     sample: Callable[..., dict]
     # HOST: op(image float [H, W, 3], params of one view, out_size) -> image (TensorFlow).
     # DEVICE: op(x float [B, H, W, 3] in [0, 1], params, blur_kernel=...) -> (x, updates).

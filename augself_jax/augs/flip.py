@@ -16,7 +16,7 @@ from augself_jax.augs.core import (
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    return {"flip": tf.cast(u["flip"][:, 0] < aug.flip_prob, tf.float32)}
+    return {"flip": tf.cast(u["flip"] < aug.flip_prob, tf.float32)}
 
 
 def _op(image, p, out_size):

@@ -28,7 +28,7 @@ def probability(aug) -> float:
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["gray"][:, 0] < probability(aug)
+    on = u["gray"] < probability(aug)
     return {"gray": tf.cast(on, tf.float32)}
 
 

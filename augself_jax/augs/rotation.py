@@ -18,8 +18,8 @@ from augself_jax.augs.core import (
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["rotation_applied"][:, 0] < aug.rotation_prob
-    k = tf.minimum(tf.cast(tf.floor(u["rotation"][:, 0] * 4), tf.int32), 3)
+    on = u["rotation_applied"] < aug.rotation_prob
+    k = tf.minimum(tf.cast(tf.floor(u["rotation"] * 4), tf.int32), 3)
     return {"rotation": tf.where(on, k, 0)}
 
 

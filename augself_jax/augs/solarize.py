@@ -17,8 +17,8 @@ from augself_jax.augs.core import (
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["solarize_applied"][:, 0] < aug.solarize_prob
-    return {"solarize": tf.where(on, u["solarize"][:, 0], 1.0)}
+    on = u["solarize_applied"] < aug.solarize_prob
+    return {"solarize": tf.where(on, u["solarize"], 1.0)}
 
 
 def solarize(x: jax.Array, threshold: jax.Array) -> jax.Array:

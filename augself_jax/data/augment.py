@@ -56,8 +56,10 @@ def sample_params(u: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
     out = {}
     for entry in augs.entries():
         source = u if entry.draw_dtype == "float64" else u32
-        slots = {slot: source[:, _OFFSETS[slot][0]:_OFFSETS[slot][1]]
-                 for slot, _ in entry.draws}
+        # A one-uniform slot arrives as [V]: one slice op, not two (each op is a
+        # per-example cost).
+        slots = {slot: source[:, _OFFSETS[slot][0]] if count == 1 else
+                 source[:, _OFFSETS[slot][0]:_OFFSETS[slot][1]] for slot, count in entry.draws}
         out.update(entry.sample(slots, aug, height, width))
         for f in entry.record:
             if f.on_device:
