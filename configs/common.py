@@ -8,6 +8,8 @@ Presets: `stl10` (default), `imagenet100`, `imagenet1k` (large-batch LARS, bfloa
 `cifar10`, `shapes` (the built-in dataset), and
 the AugSelf reference's two STL-10 variants: `stl10_sol` (solarize with probability 0.5 after
 the colour jitter) and `stl10_rot` (a random 0/90/180/270-degree rotation with probability 0.5).
+An experiment file also takes `preset,backbone` (e.g. `configs/mocov3.py:stl10,vit_small`): the
+backbone is set before the method's reference recipe for it is applied.
 """
 
 import ml_collections

@@ -17,21 +17,28 @@ from augself_jax.methods import (
     validate_model_config,
 )
 
-METHODS = ("simclr", "moco", "byol", "simsiam", "barlow", "supervised")
+METHODS = ("simclr", "moco", "byol", "simsiam", "barlow", "supervised", "mocov3", "swav")
 
 
 def abstract(config):
     return nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
 
 
+def test_every_registered_method_is_covered():
+    from augself_jax.methods import registry
+
+    assert sorted(registry.names()) == sorted(METHODS)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_structure_and_variable_types(method):
     model = abstract(tiny_config(method, augself={"color": 1.0}, cassle={}))
     assert model.backbone.num_features == 32
-    assert (model.predictor is not None) == (method in ("byol", "simsiam"))
+    assert (model.predictor is not None) == (method in ("byol", "simsiam", "mocov3"))
     assert (model.classifier is not None) == (method == "supervised")
     assert (model.projector is None) == (method == "supervised")
-    momentum = method in ("moco", "byol")
+    assert (getattr(model, "prototypes", None) is not None) == (method == "swav")
+    momentum = method in ("moco", "byol", "mocov3")
     assert (model.target_backbone is not None) == momentum
     assert (model.queue is not None) == (method == "moco")
     params = nnx.state(model, nnx.Param)

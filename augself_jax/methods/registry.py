@@ -17,11 +17,7 @@ from typing import Any
 from augself_jax.errors import ConfigError
 
 
-def _no_checks(config) -> None:
-    del config
-
-
-def _no_settings(config) -> None:
+def _nothing(config) -> None:
     del config
 
 
@@ -61,14 +57,14 @@ class Method:
     build_heads: Callable[..., dict]
     forward: Callable[..., tuple]
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    settings: Callable[[Any], Any] = _no_settings
-    validate: Callable[[Any], None] = _no_checks
+    settings: Callable[[Any], Any] = _nothing
+    validate: Callable[[Any], None] = _nothing
     momentum: Callable[..., Any] | None = None
     target_heads: tuple[str, ...] = ("projector",)
     init_state: Callable[..., dict] | None = None
     constant_lr: Callable[[Any], tuple[str, ...]] = _no_groups
     after_update: Callable[[Any], None] | None = None
-    recipe: Callable[[Any], None] = _no_checks
+    recipe: Callable[[Any], None] = _nothing
 
 
 @functools.cache
