@@ -163,6 +163,11 @@ def test_mocov3_momentum_rises_by_cosine_to_one():
     frozen = np.asarray(model.target_projector.linears[0].kernel[...])
     fast_call(model, _update, 10, 10)
     np.testing.assert_array_equal(frozen, model.target_projector.linears[0].kernel[...])
+    # The CASSLE reference's constant momentum.
+    from augself_jax.methods.mocov3 import Hyper, momentum
+
+    hp = Hyper(temperature=0.2, momentum=0.999, schedule="constant")
+    assert [float(momentum(hp, t, 10)) for t in (0, 5, 10)] == pytest.approx([0.999] * 3)
 
 
 def _prototype_norms(model):
@@ -243,6 +248,8 @@ def test_registry_lists_every_method_and_their_fields():
 @pytest.mark.parametrize("method, change, field", [
     ("mocov3", lambda m: setattr(m, "mocov3_proj_layers", 4), "method.mocov3_proj_layers"),
     ("mocov3", lambda m: setattr(m, "mocov3_momentum", 1.5), "method.mocov3_momentum"),
+    ("mocov3", lambda m: setattr(m, "mocov3_momentum_schedule", "step"),
+     "method.mocov3_momentum_schedule"),
     ("swav", lambda m: setattr(m, "swav_prototypes", 0), "method.swav_prototypes"),
     ("swav", lambda m: setattr(m, "swav_epsilon", 0.0), "method.swav_epsilon"),
     ("swav", lambda m: setattr(m, "swav_freeze_steps", -1), "method.swav_freeze_steps"),

@@ -1,10 +1,11 @@
 """MoCo v3: a symmetric contrastive loss between online predictions and momentum keys.
 
-As the MoCo v3 reference (and CASSLE, which builds on it): BN projector (2 layers on a
+As the official MoCo v3 (which the CASSLE reference adapts): BN projector (2 layers on a
 ResNet, 3 on a ViT) and BN predictor, both ending in a BatchNorm without affine parameters
 except the ResNet predictor; keys from a momentum copy of the backbone and projector whose
-momentum rises from `mocov3_momentum` to 1 by a cosine over the steps; the other images of
-the global batch are the negatives (no queue); loss ctr(q1, k2) + ctr(q2, k1) with each
+momentum rises from `mocov3_momentum` to 1 by a cosine over the steps (the CASSLE
+reference: constant 0.999, `mocov3_momentum_schedule=constant`); the other images of the
+global batch are the negatives (no queue); loss ctr(q1, k2) + ctr(q2, k1) with each
 cross-entropy scaled by 2T.
 """
 
@@ -22,11 +23,22 @@ from augself_jax.methods.validate import in_range, one_of
 from augself_jax.models.backbones import is_vit
 from augself_jax.models.mlp import MLP
 
+SCHEDULES = ("cosine", "constant")
+
 
 @dataclass(frozen=True)
 class Hyper:
     temperature: float
     momentum: float
+    schedule: str
+
+
+def momentum(hp: Hyper, step, total_steps):
+    """The official MoCo v3's cosine from `mocov3_momentum` to 1 over the steps, or the CASSLE
+    reference's constant momentum."""
+    if hp.schedule == "constant":
+        return hp.momentum
+    return cosine_momentum(step, total_steps, hp.momentum)
 
 
 def temperature(config) -> float:
@@ -87,6 +99,7 @@ def validate(config) -> None:
         raise ConfigError("method.mocov3_temperature: 0 must be > 0, or -1 (0.2 for a ViT, "
                           "1.0 for a ResNet)")
     one_of("method.mocov3_proj_layers", m.mocov3_proj_layers, (-1, 2, 3))
+    one_of("method.mocov3_momentum_schedule", m.mocov3_momentum_schedule, SCHEDULES)
 
 
 def recipe(config) -> None:
@@ -111,10 +124,13 @@ METHOD = Method(
     defaults={
         "mocov3_temperature": -1.0,  # -1: 0.2 for a ViT, 1.0 for a ResNet (the reference)
         "mocov3_momentum": 0.99,  # cosine from this to 1 at the last step
+        # cosine (the official MoCo v3) | constant (the CASSLE reference, with 0.999)
+        "mocov3_momentum_schedule": "cosine",
         "mocov3_proj_layers": -1,  # -1: 3 for a ViT, 2 for a ResNet (the reference)
     },
-    settings=lambda c: Hyper(temperature(c), float(c.method.mocov3_momentum)),
+    settings=lambda c: Hyper(temperature(c), float(c.method.mocov3_momentum),
+                             str(c.method.mocov3_momentum_schedule)),
     validate=validate,
-    momentum=lambda hp, step, total_steps: cosine_momentum(step, total_steps, hp.momentum),
+    momentum=momentum,
     recipe=recipe,
 )
