@@ -118,8 +118,12 @@ def _rates(datasets: list, rounds: int) -> tuple[list[float], list[list[float]]]
     steps = max(1, _NUM.value // _BATCH.value)
     clock = time.perf_counter if _CLOCK.value == "wall" else time.process_time
     per_round = [[] for _ in iters]
+    rng = np.random.default_rng(0)
     for _ in range(rounds):
-        for k, it in enumerate(iters):
+        # A new order each round: whichever runs after another pays for the batches that
+        # one prefetched, and a fixed order would charge that to the same variant always.
+        for k in rng.permutation(len(iters)):
+            it = iters[k]
             start = clock()
             for _ in range(steps):
                 unpack_batch(next(it))
