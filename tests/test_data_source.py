@@ -90,7 +90,7 @@ def test_tfrecord_only_copy_is_one_line_naming_the_fix(tmp_path):
     message = str(e.value)
     assert "\n" not in message and message.startswith("data.dataset: 'shapes'")
     assert "tfrecord" in message and str(b.data_dir) in message
-    assert "--file_format=array_record" in message
+    assert f"--data_dir={tmp_path} --file_format=array_record" in message
     assert "download_and_prepare(file_format='array_record')" in message
 
 

@@ -14,11 +14,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from augself_jax.data import registry
 from augself_jax.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used: importing this module stays cheap
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
 
 BUILTIN = "augself_shapes"
 FILE_FORMAT = "array_record"  # the random-access format every dataset must be stored in
@@ -46,7 +51,8 @@ def not_prepared_message(tfds_name: str, data_dir: str | None, *, name: str,
             f"{manual} or point the data_dir at a prepared copy")
 
 
-def check_random_access(b, *, field: str = "data.dataset", name: str | None = None) -> None:
+def check_random_access(b: tfds.core.DatasetBuilder, *, field: str = "data.dataset",
+                        name: str | None = None) -> None:
     """ConfigError (one line, with the command that fixes it) unless the prepared builder `b`
     is stored in a random-access format."""
     from tensorflow_datasets.core import file_adapters
@@ -59,12 +65,12 @@ def check_random_access(b, *, field: str = "data.dataset", name: str | None = No
     raise ConfigError(
         f"{field}: '{name or tfds_name}' is prepared in {b.data_dir} as {stored} only; "
         f"random access needs {FILE_FORMAT}: rebuild it into another data_dir (or after "
-        f"deleting {b.data_dir}) with {_build_command(tfds_name, None)}")
+        f"deleting {b.data_dir}) with {_build_command(tfds_name, str(b.data_dir_root))}")
 
 
 def prepared_builder(tfds_name: str, *, data_dir: str | None, field: str = "data.dataset",
                      name: str | None = None, manual: bool = False,
-                     manual_dir: str | None = None):
+                     manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """The TFDS builder of `tfds_name`, prepared as ArrayRecord.
 
     The built-in dataset is generated here (no download); a manual-download dataset is built
@@ -94,12 +100,12 @@ def prepared_builder(tfds_name: str, *, data_dir: str | None, field: str = "data
     return b
 
 
-def builder(info: registry.DatasetInfo, data_dir: str | None):
+def builder(info: registry.DatasetInfo, data_dir: str | None) -> tfds.core.DatasetBuilder:
     """The prepared builder of a registry dataset (pretraining, the kNN monitor)."""
     return prepared_builder(info.tfds_name, data_dir=data_dir, name=info.name)
 
 
-def records(b, split: str) -> Sequence[bytes]:
+def records(b: tfds.core.DatasetBuilder, split: str) -> Sequence[bytes]:
     """The serialized examples of `split` of a prepared builder, read by position (a TFDS
     split string: 'train', 'train+unlabeled', 'test[:100]'), never held in memory."""
     import tensorflow_datasets as tfds
@@ -115,7 +121,8 @@ def read(source: Sequence[bytes], positions: np.ndarray) -> np.ndarray:
     return np.asarray(source.__getitems__(positions), dtype=object)
 
 
-def parse(b, serialized, keys: Sequence[str]) -> dict:
+def parse(b: tfds.core.DatasetBuilder, serialized: tf.Tensor, keys: Sequence[str]
+          ) -> dict[str, tf.Tensor]:
     """tf.io.parse_example of the top-level features `keys` of a batch of serialized
     examples; images stay encoded (decode them with the feature's decode_example)."""
     import tensorflow as tf
@@ -128,7 +135,7 @@ def parse(b, serialized, keys: Sequence[str]) -> dict:
     return tf.io.parse_example(serialized, spec)
 
 
-def split_parts(b, split: str) -> list[tuple[str, int]]:
+def split_parts(b: tfds.core.DatasetBuilder, split: str) -> list[tuple[str, int]]:
     """'train+unlabeled' -> [('train', n_train), ('unlabeled', n_unlabeled)]."""
     parts = []
     for name in split.split("+"):
@@ -183,7 +190,7 @@ class ExampleSource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def lookup(self, positions):
+    def lookup(self, positions: tf.Tensor) -> dict[str, tf.Tensor]:
         import tensorflow as tf
 
         images, labels, indices = _lookup_arrays(
@@ -202,8 +209,8 @@ class TfdsSource:
     example); nothing else grows with the dataset.
     """
 
-    def __init__(self, b, split: str, label_key: str, start: int, stop: int,
-                 label_map: np.ndarray | None = None):
+    def __init__(self, b: tfds.core.DatasetBuilder, split: str, label_key: str, start: int,
+                 stop: int, label_map: np.ndarray | None = None):
         self.builder, self.label_key, self.start = b, label_key, start
         parts = split_parts(b, split)
         self._records = records(b, _range_to_split(parts, start, stop)) if stop > start else []
@@ -238,7 +245,7 @@ class TfdsSource:
         """The serialized examples at `positions` of this source."""
         return read(self._records, self.shard_positions(positions))
 
-    def lookup(self, positions):
+    def lookup(self, positions: tf.Tensor) -> dict[str, tf.Tensor]:
         import tensorflow as tf
 
         serialized, indices = _lookup_arrays(
