@@ -15,12 +15,14 @@ work on a shared machine does not change). Two ways of reading are compared:
 
 The 200,000-example size takes minutes to generate (reported) and about 1.1 GB of disk;
 it is not part of the test suite. Measurements are interleaved over rounds; the table keeps
-the best throughputs and the largest peak memory of each (size, mode).
+the best throughputs (and the median per CPU-second) and the largest peak memory of each
+(size, mode).
 """
 
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -154,23 +156,30 @@ def main(argv):
             generated[size] = seconds
             print(f"generated {size} examples at {_IMAGE_SIZE.value} px in {seconds:.0f} s",
                   flush=True)
-    results = {}
+    runs = []
     for _ in range(_ROUNDS.value):
         for size in sizes:
             for mode in _MODES.value:
-                r = _run_child(size, mode)
-                print(json.dumps(r), flush=True)
-                best = results.setdefault((size, mode), r)
-                for key in ("examples_per_s", "examples_per_cpu_s"):
-                    best[key] = max(best[key], r[key])
-                best["peak_rss_mib"] = max(best["peak_rss_mib"], r["peak_rss_mib"])
+                runs.append(_run_child(size, mode))
+                print(json.dumps(runs[-1]), flush=True)
+    results = {}
+    for size in sizes:
+        for mode in _MODES.value:
+            mine = [r for r in runs if (r["size"], r["mode"]) == (size, mode)]
+            results[(size, mode)] = {
+                "size": size, "mode": mode,
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in mine),
+                "examples_per_s": max(r["examples_per_s"] for r in mine),
+                "examples_per_cpu_s": max(r["examples_per_cpu_s"] for r in mine),
+                "median_examples_per_cpu_s": float(
+                    statistics.median(r["examples_per_cpu_s"] for r in mine))}
     print(f"\n{_IMAGE_SIZE.value} px, batch {_BATCH.value}, {_THREADS.value} thread(s), "
           f"best of {_ROUNDS.value}")
     print(f"{'examples':>9} {'mode':>7} {'peak RSS MiB':>13} {'two-view ex/s':>14} "
-          f"{'per CPU-s':>10}")
+          f"{'per CPU-s':>10} {'(median)':>9}")
     for (size, mode), r in results.items():
         print(f"{size:>9} {mode:>7} {r['peak_rss_mib']:>13.0f} {r['examples_per_s']:>14.0f} "
-              f"{r['examples_per_cpu_s']:>10.0f}")
+              f"{r['examples_per_cpu_s']:>10.0f} {r['median_examples_per_cpu_s']:>9.0f}")
 
     def spread(rows, key):  # max / min - 1, in percent
         return 100 * (max(r[key] for r in rows) / min(r[key] for r in rows) - 1)
@@ -179,10 +188,12 @@ def main(argv):
         rows = [results[(s, mode)] for s in sizes]
         print(f"{mode}: across sizes, peak RSS varies by {spread(rows, 'peak_rss_mib'):.1f}%, "
               f"examples/s by {spread(rows, 'examples_per_s'):.1f}%, examples per CPU-second "
-              f"by {spread(rows, 'examples_per_cpu_s'):.1f}%")
+              f"by {spread(rows, 'examples_per_cpu_s'):.1f}% (best), "
+              f"{spread(rows, 'median_examples_per_cpu_s'):.1f}% (median)")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
-            json.dump({"generated_s": generated, "results": list(results.values())}, f)
+            json.dump({"generated_s": generated, "results": list(results.values()),
+                       "runs": runs}, f)
 
 
 if __name__ == "__main__":
