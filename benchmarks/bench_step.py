@@ -5,7 +5,8 @@
       --config.batch_size=256 --host=synthetic        # no dataset or TensorFlow needed
 
 Numbers per run: the step alone (one global batch reused, so input and transfer are
-excluded); the whole loop with each batch transferred when the step asks for it
+excluded) and its photometric ops alone (train/step.py prepare_views, jitted on the same
+batch); the whole loop with each batch transferred when the step asks for it
 (`data.device_prefetch=0`); and with the config's device prefetch (train/prefetch.py, the
 loop's own code), which overlaps the transfer with the step. `--host=pipeline` feeds the
 real tf.data pipeline; `--host=synthetic` cycles through four distinct host batches made
@@ -43,6 +44,15 @@ def _timed_steps(train_step, state, batches, steps: int):
     return state, time.perf_counter() - start
 
 
+def _timed_calls(fn, arg, calls: int) -> float:
+    jax.block_until_ready(fn(arg))  # compile
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn(arg)
+    jax.block_until_ready(out)
+    return time.perf_counter() - start
+
+
 def _host_batches(config):
     """A fresh iterator of host batches (this process's rows) of the step's layout."""
     if _HOST.value == "synthetic":
@@ -64,7 +74,7 @@ def main(argv: list[str]) -> None:
     from augself_jax.train import mesh as mesh_lib
     from augself_jax.train import state as state_lib
     from augself_jax.train.prefetch import device_batches
-    from augself_jax.train.step import STEP_KEYS, make_train_step
+    from augself_jax.train.step import STEP_KEYS, make_train_step, prepare_views
 
     config, steps = _CONFIG.value, _STEPS.value
     mesh = mesh_lib.make_mesh(config)
@@ -77,6 +87,8 @@ def main(argv: list[str]) -> None:
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - compile_start
     state, step_only = _timed_steps(train_step, state, itertools.repeat(fixed), steps)
+    # The step's photometric ops + normalisation of both views, jitted alone.
+    photometric = _timed_calls(jax.jit(lambda b: prepare_views(config, b)), fixed, steps)
     rates = {}
     for depth in sorted({0, int(config.data.device_prefetch)}):
         batches = device_batches(_host_batches(config), mesh, STEP_KEYS, depth)
@@ -88,11 +100,13 @@ def main(argv: list[str]) -> None:
     name = f"{config.method.name} {config.data.dataset} {m.backbone}/w{m.width} {m.dtype}"
     b = config.batch_size
     print(f"host batches: {_HOST.value}")
-    print("| config | devices | batch | px | compile s | step ms | images/s (step only) | "
+    print("| config | devices | batch | px | compile s | step ms | photometric ms (share) | "
+          "images/s (step only) | "
           + " | ".join(f"images/s (device_prefetch={d})" for d in rates) + " |")
-    print("|---" * (7 + len(rates)) + "|")
+    print("|---" * (8 + len(rates)) + "|")
     print(f"| {name} | {device} | {b} | {config.data.image_size} | {compile_s:.1f} | "
-          f"{1000 * step_only / steps:.1f} | {b * steps / step_only:.0f} | "
+          f"{1000 * step_only / steps:.1f} | {1000 * photometric / steps:.1f} "
+          f"({photometric / step_only:.1%}) | {b * steps / step_only:.0f} | "
           + " | ".join(f"{r:.0f}" for r in rates.values()) + " |", flush=True)
 
 
