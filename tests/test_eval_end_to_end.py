@@ -97,15 +97,16 @@ def test_pretraining_prints_progress_and_a_true_knn_number(tiny_run, shapes_data
 @pytest.fixture(scope="module")
 def evaluated(tiny_run, shapes_data_dir):
     """Two evaluations of copies of the tiny run, run side by side: `step1` with --step 1,
-    every protocol and --save_features; `step2` at the latest step, kNN only (no L-BFGS
-    to compile: the cheapest different run to compare against)."""
+    every protocol and --save_features; `step2` with --step best (the monitor ran once, at
+    step 2, so the best checkpoint is step 2's), kNN only (no L-BFGS to compile: the
+    cheapest different run to compare against)."""
     checkout, workdir, _ = tiny_run
     for name in ("step1", "step2"):
         shutil.copytree(os.path.join(checkout, workdir), os.path.join(checkout, "runs", name))
     common = [f"--config={CONFIG}", f"--config.data.data_dir={shapes_data_dir}", *QUICK_EVAL]
     procs = {
         "step1": ["--workdir=runs/step1", "--step=1", "--save_features"],
-        "step2": ["--workdir=runs/step2", "--config.eval.protocols=knn"],
+        "step2": ["--workdir=runs/step2", "--step=best", "--config.eval.protocols=knn"],
     }
     procs = {name: subprocess.Popen([sys.executable, "evaluate.py", *common, *args],
                                     cwd=checkout, stdout=subprocess.PIPE,
@@ -176,6 +177,14 @@ def test_save_features_are_the_step_n_backbone_features(evaluated, shapes_data_d
     np.testing.assert_allclose(feats["test_x"][:16], want, rtol=1e-4, atol=1e-5)
     latest = _features_fn(run_dir, shapes_data_dir, 2)(test_x)
     assert np.abs(latest - want).max() > 1e-3  # the two steps' features are told apart
+
+
+def test_step_best_evaluates_the_best_monitor_checkpoint(evaluated):
+    checkout, _ = evaluated
+    best_dir = os.path.join(checkout, "runs", "step2", "best_checkpoint")
+    assert os.listdir(best_dir) == ["2"]  # the one monitor run, kept beside the last K
+    records = _results(checkout, "step2")
+    assert records and {x["step"] for x in records} == {2}
 
 
 def test_compare_prints_b_minus_a_against_a_different_run(evaluated):

@@ -42,21 +42,23 @@ def _scalars(workdir) -> dict[str, dict[int, float]]:
 
 
 def test_logged_metrics_are_interval_means(shapes_data_dir, tmp_path):
+    # The schedule of every run in this file (and test_reliability's): one compile for all.
+    steps, k = OVERRIDES["total_steps"], 3
     every_step = tmp_path / "every_step"
-    loop.train(_config(shapes_data_dir, total_steps=4, log_every=1), str(every_step))
+    loop.train(_config(shapes_data_dir, log_every=1), str(every_step))
     per_step = _scalars(every_step)
     interval = tmp_path / "interval"
-    loop.train(_config(shapes_data_dir, total_steps=4, log_every=2), str(interval))
+    loop.train(_config(shapes_data_dir, log_every=k), str(interval))
     logged = _scalars(interval)
 
     for tag in ("loss", "grad_norm"):
-        assert sorted(per_step[tag]) == [1, 2, 3, 4]
-        assert sorted(logged[tag]) == [2, 4]
-        for step in (2, 4):
-            expected = np.mean([per_step[tag][step - 1], per_step[tag][step]])
+        assert sorted(per_step[tag]) == list(range(1, steps + 1))
+        assert sorted(logged[tag]) == list(range(k, steps + 1, k))
+        for step in logged[tag]:
+            expected = np.mean([per_step[tag][s] for s in range(step - k + 1, step + 1)])
             np.testing.assert_allclose(logged[tag][step], expected, rtol=1e-6)
     # The mean, not the last step's value: the loss moves from step to step.
-    assert logged["loss"][2] != per_step["loss"][2]
+    assert logged["loss"][k] != per_step["loss"][k]
 
 
 class _FakeMonitor:
@@ -165,6 +167,7 @@ def test_step_best_errors_are_one_line(best_run, shapes_data_dir, tmp_path):
     assert "\n" not in str(e.value) and f"{checkpoints.BEST_SUBDIR}/3" in str(e.value)
 
 
+@pytest.mark.slow  # ~50 s; the default suite runs --step best in test_eval_end_to_end
 def test_evaluate_step_best_from_the_command_line(best_run, shapes_data_dir):
     workdir, _ = best_run
     quick = ["--config.eval.protocols=knn", "--config.eval.max_examples=64",
