@@ -170,6 +170,25 @@ def test_record_packs_into_one_vector_and_back():
         np.testing.assert_array_equal(back[key], want, err_msg=key)
 
 
+def test_batched_device_draws_equal_the_per_view_sampler():
+    """The device ops' parameters are drawn once per batch; each record must equal the
+    per-view sampler's at that view's own seed, bit for bit."""
+    labels = shapes.sample_labels(16, seed=3)
+    src = _source(shapes.render(labels, 20, seed=4), offset=50)
+    aug = _aug(solarize_prob=0.5, rotation_prob=0.5)
+    (batch,) = _batches(src, aug, b=16, spe=1, size=12, seed=7)
+    for v in (1, 2):
+        u = tf.stack([tf.random.stateless_uniform(
+            [augment.NUM_UNIFORMS], augment.view_seed(7, 0, int(i), v), dtype=tf.float64)
+            for i in batch["index"]])
+        want = augment.sample_params(u, 20, 20, aug)
+        for key in METHOD_KEYS:
+            np.testing.assert_array_equal(batch[f"params{v}"][key], want[key].numpy(),
+                                          err_msg=f"view {v} {key}")
+    assert np.any(batch["params1"]["color_applied"] == 0)  # both branches exercised
+    assert np.any(batch["params1"]["color_applied"] == 1)
+
+
 def test_disabled_ops_record_their_identity():
     aug = _aug(flip_prob=0.0, color_prob=0.0, gray_prob=0.0, blur_prob=0.0)
     u = tf.random.stateless_uniform([500, augment.NUM_UNIFORMS], seed=[5, 6], dtype=tf.float64)

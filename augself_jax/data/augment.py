@@ -7,7 +7,9 @@ uint8 pixels; the photometric ops run later on the accelerator from the recorded
 parameters (`photometric.py`).
 
 The record leaves tf.data packed: one float32 vector per view (`pack` / `unpack`), since
-batching one tensor costs far less than batching one tensor per record key.
+batching one tensor costs far less than batching one tensor per record key. The device
+ops' parameters are drawn once per batch (`draw_device_params`), from uniforms each
+example ships: tf.data's cost is per op per example, and these draws need no pixels.
 """
 
 import ml_collections
@@ -28,11 +30,25 @@ def _layout() -> tuple[dict[str, tuple[int, int]], int]:
 
 _OFFSETS, NUM_UNIFORMS = _layout()
 RECORD_KEYS = augs.record_keys()
-# The shipped part of the record (the device fills the rest), in packing order: the
-# vector keys, then the scalar keys (stacked by one op).
-_SHIPPED = tuple(sorted((f for f in augs.record_fields() if not f.on_device),
-                        key=lambda f: not f.shape))
+
+
+def _ship_order(stage: str) -> tuple[augs.Field, ...]:
+    """One stage's shipped record keys in packing order: the vector keys, then the scalar
+    keys (stacked by one op)."""
+    fields = [f for e in augs.entries() if e.stage == stage for f in e.record
+              if not f.on_device]
+    return tuple(sorted(fields, key=lambda f: not f.shape))
+
+
+# The packed record: the host ops' keys, then the device ops' keys (the device fills the
+# `on_device` ones itself).
+_HOST_FIELDS, _DEVICE_FIELDS = _ship_order(augs.HOST), _ship_order(augs.DEVICE)
+_SHIPPED = _HOST_FIELDS + _DEVICE_FIELDS
 PACKED_SIZE = sum(f.size for f in _SHIPPED)
+_HOST_SIZE = sum(f.size for f in _HOST_FIELDS)
+# The uniform columns the device ops' parameters are drawn from, in layout order.
+_DEVICE_COLUMNS = tuple(c for e in augs.entries() if e.stage == augs.DEVICE
+                        for slot, _ in e.draws for c in range(*_OFFSETS[slot]))
 
 
 def view_seed(seed: int | tf.Tensor, epoch: tf.Tensor, index: tf.Tensor,
@@ -45,9 +61,10 @@ def view_seed(seed: int | tf.Tensor, epoch: tf.Tensor, index: tf.Tensor,
 
 
 def sample_params(u: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
-                  aug: ml_collections.ConfigDict) -> dict[str, tf.Tensor]:
-    """Every parameter of the chain for V views at once, from float64 uniforms
-    u [V, NUM_UNIFORMS].
+                  aug: ml_collections.ConfigDict, *,
+                  stage: str | None = None) -> dict[str, tf.Tensor]:
+    """Every parameter of the chain (of one stage's ops, if `stage`) for V views at once,
+    from float64 uniforms u [V, NUM_UNIFORMS].
 
     Returns the METHOD.md record (batched over V; device-filled keys as their identity)
     plus host-only extras such as `crop_px`, the integer crop box the crop op uses.
@@ -55,15 +72,22 @@ def sample_params(u: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
     u32 = tf.cast(u, tf.float32)  # once: the per-example op count is the host's cost
     out = {}
     for entry in augs.entries():
-        source = u if entry.draw_dtype == "float64" else u32
-        # A one-uniform slot arrives as [V]: one slice op, not two (each op is a
-        # per-example cost).
-        slots = {slot: source[:, _OFFSETS[slot][0]] if count == 1 else
-                 source[:, _OFFSETS[slot][0]:_OFFSETS[slot][1]] for slot, count in entry.draws}
-        out.update(entry.sample(slots, aug, height, width))
-        for f in entry.record:
-            if f.on_device:
-                out[f.key] = _identity(f, u)
+        if stage is None or entry.stage == stage:
+            out.update(_sample(entry, u, u32, _OFFSETS, aug, height, width))
+    return out
+
+
+def _sample(entry: augs.Augmentation, u: tf.Tensor, u32: tf.Tensor, offsets: dict,
+            aug: ml_collections.ConfigDict, height, width) -> dict[str, tf.Tensor]:
+    source = u if entry.draw_dtype == "float64" else u32
+    # A one-uniform slot arrives as [V]: one slice op, not two (each op is a per-example
+    # cost).
+    slots = {slot: source[:, offsets[slot][0]] if count == 1 else
+             source[:, offsets[slot][0]:offsets[slot][1]] for slot, count in entry.draws}
+    out = entry.sample(slots, aug, height, width)
+    for f in entry.record:
+        if f.on_device:
+            out[f.key] = _identity(f, u)
     return out
 
 
@@ -84,13 +108,42 @@ def apply_geometric(image: tf.Tensor, params: dict, out_size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
+def _pack_fields(params: dict, fields: tuple[augs.Field, ...]) -> tf.Tensor:
+    f32 = lambda f: tf.cast(params[f.key], tf.float32)  # no op when already float32
+    vectors = [f32(f) for f in fields if f.shape]
+    scalars = [f32(f) for f in fields if not f.shape]
+    return tf.concat(vectors + ([tf.stack(scalars, axis=1)] if scalars else []), axis=1)
+
+
 def pack(params: dict) -> tf.Tensor:
     """The shipped record keys of V views -> float32 [V, PACKED_SIZE] (ints are small and
     exact in float32), in a handful of ops: each is a per-example cost in tf.data."""
-    f32 = lambda f: tf.cast(params[f.key], tf.float32)  # no op when already float32
-    vectors = [f32(f) for f in _SHIPPED if f.shape]
-    scalars = [f32(f) for f in _SHIPPED if not f.shape]
-    return tf.concat(vectors + [tf.stack(scalars, axis=1)], axis=1)
+    return tf.concat([_pack_fields(params, _HOST_FIELDS),
+                      _pack_fields(params, _DEVICE_FIELDS)], axis=1)
+
+
+def draw_device_params(shipped: tf.Tensor, aug: ml_collections.ConfigDict) -> tf.Tensor:
+    """[..., 2, host record + device uniforms] (what `two_views` ships) -> the packed
+    record [..., 2, PACKED_SIZE].
+
+    The device ops' parameters need no pixels, so they are drawn here from the example's
+    own uniforms, once per BATCH for all its views (the same elementwise maths, so the
+    same bits as drawing them per example): tf.data's cost is per op and per example.
+    """
+    lead = tf.shape(shipped)[:-1]
+    flat = tf.reshape(shipped, [-1, shipped.shape[-1]])
+    host, uniforms = flat[:, :_HOST_SIZE], flat[:, _HOST_SIZE:]
+    offsets, start = {}, 0
+    for e in augs.entries():
+        if e.stage == augs.DEVICE:
+            for slot, count in e.draws:
+                offsets[slot] = (start, start + count)
+                start += count
+    params = {}
+    for e in augs.chain(augs.DEVICE):
+        params.update(_sample(e, uniforms, uniforms, offsets, aug, None, None))
+    packed = tf.concat([host, _pack_fields(params, _DEVICE_FIELDS)], axis=1)
+    return tf.reshape(packed, tf.concat([lead, [PACKED_SIZE]], 0))
 
 
 def unpack(packed: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,11 +175,12 @@ class _OneView(dict):
 
 
 def views(image: tf.Tensor, u: tf.Tensor, aug: ml_collections.ConfigDict,
-          out_size: int) -> tuple[list[tf.Tensor], dict]:
+          out_size: int, *, stage: str | None = None) -> tuple[list[tf.Tensor], dict]:
     """V views of one decoded uint8 image [H, W, 3] from uniforms u [V, NUM_UNIFORMS]
-    (V static): ([uint8 [S, S, 3]] * V, the record batched over V)."""
+    (V static): ([uint8 [S, S, 3]] * V, the record batched over V; only the host ops'
+    keys if stage is HOST)."""
     shape = tf.shape(image)
-    params = sample_params(u, shape[0], shape[1], aug)
+    params = sample_params(u, shape[0], shape[1], aug, stage=stage)
     pixels = [apply_geometric(image, _OneView(params, i), out_size) for i in range(u.shape[0])]
     return pixels, params
 
@@ -135,15 +189,17 @@ def two_views(image: tf.Tensor, seed: int, epoch: tf.Tensor, index: tf.Tensor,
               aug: ml_collections.ConfigDict, out_size: int, record: bool = True) -> dict:
     """Two independently augmented views of one decoded uint8 image [H, W, 3].
 
-    Returns {'view1', 'view2'} (uint8) and, if record, 'params': float32 [2, PACKED_SIZE],
-    both views' records packed (`unpack` restores them).
+    Returns {'view1', 'view2'} (uint8) and, if record, 'params': float32 [2, host record +
+    device uniforms]: the host ops' record and the uniforms the device ops' parameters
+    are drawn from, by `draw_device_params` once per batch.
     """
     u = tf.stack([tf.random.stateless_uniform([NUM_UNIFORMS], view_seed(seed, epoch, index, v),
                                               dtype=tf.float64) for v in (1, 2)])
-    pixels, params = views(image, u, aug, out_size)
+    pixels, params = views(image, u, aug, out_size, stage=augs.HOST)
     out = {"view1": pixels[0], "view2": pixels[1]}
     if record:
-        out["params"] = pack(params)
+        uniforms = tf.cast(tf.gather(u, _DEVICE_COLUMNS, axis=1), tf.float32)
+        out["params"] = tf.concat([_pack_fields(params, _HOST_FIELDS), uniforms], axis=1)
     return out
 
 

@@ -103,7 +103,11 @@ def pretrain_dataset(src: source.Source, *, seed: int, aug: ml_collections.Confi
 
     ds = tf.data.Dataset.range(start_step, _NEVER).map(fetch).unbatch()
     ds = ds.map(make_views, num_parallel_calls=num_parallel_calls, deterministic=True)
-    ds = ds.batch(b, drop_remainder=True).prefetch(prefetch)
+    ds = ds.batch(b, drop_remainder=True)
+    if record:
+        ds = ds.map(lambda batch: {**batch, "params": augment.draw_device_params(
+            batch["params"], aug)})
+    ds = ds.prefetch(prefetch)
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options)
