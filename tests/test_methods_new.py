@@ -138,7 +138,9 @@ def test_recipes_per_backbone():
     vit.method.mocov3_temperature = 0.5
     assert temperature(vit) == 0.5
     assert load_config("simsiam_augself", "imagenet100").method.simsiam_proj_layers == 3
-    assert load_config("swav_augself", "stl10").method.swav_prototypes == 100
+    swav = load_config("swav_augself", "stl10").method
+    assert (swav.swav_prototypes, swav.swav_freeze_steps) == (100, 409)
+    assert load_config("swav_augself", "shapes").method.swav_freeze_steps == 0
 
 
 def _update(model, step, total_steps):
