@@ -46,6 +46,9 @@ _HOST_FIELDS, _DEVICE_FIELDS = _ship_order(augs.HOST), _ship_order(augs.DEVICE)
 _SHIPPED = _HOST_FIELDS + _DEVICE_FIELDS
 PACKED_SIZE = sum(f.size for f in _SHIPPED)
 _HOST_SIZE = sum(f.size for f in _HOST_FIELDS)
+if any(e.draw_dtype != "float32" for e in augs.chain(augs.DEVICE)):
+    raise ValueError("a DEVICE augmentation draws float64 uniforms; its parameters are "
+                     "drawn per batch from shipped float32 uniforms (draw_dtype float32)")
 # The uniform columns the device ops' parameters are drawn from, in layout order.
 _DEVICE_COLUMNS = tuple(c for e in augs.entries() if e.stage == augs.DEVICE
                         for slot, _ in e.draws for c in range(*_OFFSETS[slot]))
