@@ -212,10 +212,12 @@ def test_jitter_equals_the_four_ops_in_each_of_the_24_orders():
     got = np.asarray(jax.jit(color.color_jitter)(x, factors, orders, np.ones(24, np.float32)))
     ops = (color.adjust_brightness, color.adjust_contrast, color.adjust_saturation,
            color.adjust_hue)
+    want = x  # each position: every op on the whole batch, keep the one each order names
+    for position in range(4):
+        candidates = [np.asarray(op(want, factors[:, k])) for k, op in enumerate(ops)]
+        pick = orders[:, position][:, None, None, None]
+        want = np.select([pick == k for k in range(4)], candidates)
     for i in range(24):
-        want = x[i:i + 1]
-        for op in orders[i]:
-            want = ops[op](want, factors[i:i + 1, op])
-        np.testing.assert_allclose(got[i], np.asarray(want)[0], atol=1e-5, err_msg=str(orders[i]))
+        np.testing.assert_allclose(got[i], want[i], atol=1e-5, err_msg=str(orders[i]))
     off = np.asarray(color.color_jitter(x, factors, orders, np.zeros(24, np.float32)))
     np.testing.assert_array_equal(off, x)  # not applied: untouched

@@ -363,6 +363,9 @@ def test_validate_errors(tmp_path):
     config = _config()
     config.aug.blur_kernel = 4
     assert "aug.blur_kernel" in _error(config, **kw)
+    config = _config()
+    config.aug.sharpen_prob = 0.5  # no registered augmentation reads it
+    assert "aug.sharpen_prob: unknown field" in _error(config, **kw)
 
 
 def test_unprepared_dataset_is_a_config_error_in_the_pipeline(tmp_path):
