@@ -60,6 +60,9 @@ def _bits(result) -> list[bytes]:
     return [x.tobytes() for x in host_leaves((result.state.params, result.state.rest))]
 
 
+# ~30 s. The default suite checks the same through tests/test_reliability.py: a run
+# stopped without prefetch and resumed with it ends with the prefetching reference's bits.
+@pytest.mark.slow
 def test_prefetch_keeps_the_bits_and_the_resume_exact(shapes_data_dir, tmp_path):
     """A run with prefetch, stopped after its step-2 checkpoint (the batches it had fetched
     ahead are lost) and resumed without prefetch, ends with the uninterrupted run's bits:
