@@ -137,7 +137,9 @@ def test_recipes_per_backbone():
     assert (temperature(vit), temperature(resnet)) == (0.2, 1.0)
     vit.method.mocov3_temperature = 0.5
     assert temperature(vit) == 0.5
-    assert load_config("simsiam_augself", "imagenet100").method.simsiam_proj_layers == 3
+    for imagenet in ("imagenet100", "imagenet1k"):
+        assert load_config("simsiam_augself", imagenet).method.simsiam_proj_layers == 3
+    assert load_config("simsiam_augself", "stl10").method.simsiam_proj_layers == 2
     swav = load_config("swav_augself", "stl10").method
     assert (swav.swav_prototypes, swav.swav_freeze_steps) == (100, 409)
     assert load_config("swav_augself", "shapes").method.swav_freeze_steps == 0
