@@ -82,6 +82,28 @@ class Descriptor:
     value: Callable[..., Any]
 
 
+def same_flag_target(key: str) -> AugSelfTarget:
+    """AugSelf's target for a 0/1 record flag: 1 where the two views agree (BCE)."""
+
+    def target(pa, pb, ranges, reference):
+        import jax.numpy as jnp
+
+        return (jnp.asarray(pa[key]) == jnp.asarray(pb[key])).astype(jnp.float32)[..., None]
+
+    return AugSelfTarget(1, "bce", target)
+
+
+def flag_descriptor(key: str) -> Descriptor:
+    """A CASSLE descriptor that is the record's 0/1 flag `key` itself."""
+
+    def value(p, ranges, reference):
+        import jax.numpy as jnp
+
+        return jnp.asarray(p[key], jnp.float32)[..., None]
+
+    return Descriptor(key, 1, value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     name: str

@@ -1,15 +1,14 @@
 """Horizontal flip, on the host."""
 
-import jax.numpy as jnp
 
 from augself_jax.augs.core import (
     HOST,
     Augmentation,
-    AugSelfTarget,
-    Descriptor,
     Field,
     check_probability,
+    flag_descriptor,
     register,
+    same_flag_target,
 )
 
 
@@ -25,14 +24,6 @@ def _op(image, p, out_size):
     return tf.cond(p["flip"] > 0, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
-def _flag(p):
-    return jnp.asarray(p["flip"], jnp.float32)[..., None]
-
-
-def _same(pa, pb, ranges, reference):
-    return (jnp.asarray(pa["flip"]) == jnp.asarray(pb["flip"])).astype(jnp.float32)[..., None]
-
-
 FLIP = register(Augmentation(
     name="flip", stage=HOST, chain=1, defaults={"flip_prob": 0.5},
     draws=(("flip", 1),),
@@ -40,6 +31,6 @@ FLIP = register(Augmentation(
     sample=_sample, op=_op, prob_field="flip_prob",
     caption=lambda rec, i: f"flip {int(rec['flip'][i])}",
     check=lambda aug, size: check_probability(aug, "flip_prob"),
-    augself=AugSelfTarget(1, "bce", _same),
-    cassle=(Descriptor("flip", 1, lambda p, ranges, reference: _flag(p)),),
+    augself=same_flag_target("flip"),
+    cassle=(flag_descriptor("flip"),),
 ))

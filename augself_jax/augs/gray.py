@@ -8,11 +8,11 @@ import jax.numpy as jnp
 from augself_jax.augs.core import (
     DEVICE,
     Augmentation,
-    AugSelfTarget,
-    Descriptor,
     Field,
     check_probability,
+    flag_descriptor,
     register,
+    same_flag_target,
 )
 from augself_jax.errors import ConfigError
 
@@ -45,14 +45,6 @@ def _check(aug, image_size):
                           f"{aug.color_strength} is not a probability; allowed: [0, 1]")
 
 
-def _flag(p):
-    return jnp.asarray(p["gray"], jnp.float32)[..., None]
-
-
-def _same(pa, pb, ranges, reference):
-    return (jnp.asarray(pa["gray"]) == jnp.asarray(pb["gray"])).astype(jnp.float32)[..., None]
-
-
 GRAY = register(Augmentation(
     name="gray", stage=DEVICE, chain=4, defaults={"gray_prob": 0.2},
     draws=(("gray", 1),),
@@ -62,6 +54,6 @@ GRAY = register(Augmentation(
     caption=lambda rec, i: f"gray {int(rec['gray'][i])}",
     # min(1, inf * color_strength) = 1 at any strength.
     always={"gray_prob": math.inf},
-    augself=AugSelfTarget(1, "bce", _same),  # ours: not in the reference
-    cassle=(Descriptor("gray", 1, lambda p, ranges, reference: _flag(p)),),
+    augself=same_flag_target("gray"),  # ours: not in the reference
+    cassle=(flag_descriptor("gray"),),
 ))
