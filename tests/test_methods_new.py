@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
-from test_train_support import host_leaves, load_config, synthetic_host_batch, to_global
+from test_train_support import host_leaves, load_config, two_real_steps
 from test_train_support import tiny_config as tiny_train_config
 
 from augself_jax.errors import ConfigError
@@ -280,18 +280,7 @@ def test_bad_backbone_fields_are_one_line_errors(model, field):
 
 
 def _two_real_steps(config):
-    from augself_jax.train import mesh as mesh_lib
-    from augself_jax.train import state as state_lib
-    from augself_jax.train.step import make_train_step
-
-    setup = state_lib.make_setup(config, mesh_lib.make_mesh(config, jax.devices()[:1]))
-    state = state_lib.init_state(config, setup)
-    before = host_leaves(state.params)
-    step = make_train_step(config, setup)
-    history = []
-    for k in range(2):
-        state, metrics = step(state, to_global(synthetic_host_batch(config, k), setup.mesh))
-        history.append({m: float(v) for m, v in jax.device_get(metrics).items()})
+    state, before, history = two_real_steps(config)
     for metrics in history:
         assert {"augself/crop", "augself/color", "ssl_loss"} <= set(metrics)
         assert all(np.isfinite(v) for v in metrics.values()), metrics

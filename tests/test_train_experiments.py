@@ -6,15 +6,11 @@ supervised pretraining's losses inside the trainer."""
 import glob
 import os
 
-import jax
 import numpy as np
 import pytest
-from test_train_support import ROOT, host_leaves, synthetic_host_batch, tiny_config, to_global
+from test_train_support import ROOT, host_leaves, tiny_config, two_real_steps
 
 from augself_jax.methods import registry
-from augself_jax.train import mesh as mesh_lib
-from augself_jax.train import state as state_lib
-from augself_jax.train.step import make_train_step
 
 EXPERIMENTS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs",
                                                                                "*.py"))
@@ -39,14 +35,7 @@ IN_OTHER_TESTS = ("simclr_augself", "mocov3", "mocov3_augself", "mocov3_cassle",
                                   if n in IN_OTHER_TESTS else n for n in EXPERIMENTS])
 def test_two_real_steps(name):
     config = tiny_config(name, steps=2)
-    setup = state_lib.make_setup(config, mesh_lib.make_mesh(config, jax.devices()[:1]))
-    state = state_lib.init_state(config, setup)
-    before = host_leaves(state.params)
-    step = make_train_step(config, setup)
-    history = []
-    for k in range(2):
-        state, metrics = step(state, to_global(synthetic_host_batch(config, k), setup.mesh))
-        history.append({m: float(v) for m, v in jax.device_get(metrics).items()})
+    state, before, history = two_real_steps(config)
 
     heads = {f"augself/{aug}" for aug, w in config.augself.items()
              if isinstance(w, float) and w > 0}

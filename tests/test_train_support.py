@@ -105,3 +105,20 @@ def to_global(host_batch: dict, mesh: jax.sharding.Mesh) -> dict:
 
 def host_leaves(tree) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def two_real_steps(config: ml_collections.ConfigDict):
+    """Two steps of the real jitted train step on synthetic batches: (state after, the
+    parameters' host values before, each step's metrics as floats)."""
+    from augself_jax.train import state as state_lib
+    from augself_jax.train.step import make_train_step
+
+    setup = state_lib.make_setup(config, mesh_lib.make_mesh(config, jax.devices()[:1]))
+    state = state_lib.init_state(config, setup)
+    before = host_leaves(state.params)
+    step = make_train_step(config, setup)
+    history = []
+    for k in range(2):
+        state, metrics = step(state, to_global(synthetic_host_batch(config, k), setup.mesh))
+        history.append({m: float(v) for m, v in jax.device_get(metrics).items()})
+    return state, before, history
