@@ -131,7 +131,7 @@ def parse(b: tfds.core.DatasetBuilder, serialized: tf.Tensor, keys: Sequence[str
     spec = {}
     for k in keys:
         tensor = features[k].get_serialized_info()
-        spec[k] = tf.io.FixedLenFeature(tensor.shape, tensor.dtype)
+        spec[k] = tf.io.FixedLenFeature(tensor.shape, tensor.tf_dtype)
     return tf.io.parse_example(serialized, spec)
 
 
