@@ -94,16 +94,34 @@ def user_error(done: subprocess.CompletedProcess, *words: str) -> None:
         assert word in lines[0]
 
 
-def readme_arguments(script: str) -> list[str]:
-    """The arguments of the README's worked example for launch/<script>."""
+def readme_examples(script: str) -> list[list[str]]:
+    """The arguments of every README example of launch/<script>, in order."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Scale"):text.index("## Transfer evaluation")]
+    examples = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             if words and words[0] == f"launch/{script}":
-                return words[1:]
-    raise AssertionError(f"no launch/{script} example in the README's scale section")
+                examples.append(words[1:])
+    assert examples, f"no launch/{script} example in the README's scale section"
+    return examples
+
+
+def readme_arguments(script: str) -> list[str]:
+    """The arguments of the README's worked example (the first) for launch/<script>."""
+    return readme_examples(script)[0]
+
+
+@pytest.mark.parametrize("script", ["tpu_vm.sh", "slurm_multinode.sh"])
+def test_every_readme_example_dry_runs_with_its_config(checkout, script):
+    # The worked examples are checked in depth below; here every other one (the ImageNet-1k
+    # commands) must at least dry-run and hand its --config to the trainer.
+    for args in readme_examples(script):
+        out = launch(checkout, f"launch/{script}", "--dry_run", *args).stdout
+        for config in (a for a in args if a.startswith("--config=")):
+            assert config in out, (args, out)
+    assert any(a.endswith(":imagenet1k") for args in readme_examples(script) for a in args)
 
 
 # -- Cloud TPU: dry runs ----------------------------------------------------------------------
