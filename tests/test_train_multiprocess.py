@@ -11,9 +11,10 @@ import sys
 import jax
 import numpy as np
 import pytest
-from test_train_support import ROOT, config_with, host_leaves, to_global
+from test_train_support import ROOT, config_with, host_leaves
 
 from augself_jax import checkpoints
+from augself_jax.data.global_batch import make_global_batch
 from augself_jax.data.pipeline import make_pretrain_iterator
 from augself_jax.train import mesh as mesh_lib
 from augself_jax.train import state as state_lib
@@ -66,7 +67,7 @@ def test_two_processes_train_like_one(shapes_data_dir, tmp_path):
         parts = [next(it) for it in shards]
         host = jax.tree.map(lambda *xs: np.concatenate(xs),
                             *[{k: p[k] for k in STEP_KEYS} for p in parts])
-        state, _ = train_step(state, to_global(host, mesh))
+        state, _ = train_step(state, make_global_batch(host, mesh))
 
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=1)
     restored, _ = ckpt.restore(STEPS, setup.abstract_state)

@@ -4,9 +4,10 @@ checkpoint written on one device count restores onto the other."""
 import jax
 import numpy as np
 import pytest
-from test_train_support import host_leaves, synthetic_host_batch, tiny_config, to_global
+from test_train_support import host_leaves, synthetic_host_batch, tiny_config
 
 from augself_jax import checkpoints
+from augself_jax.data.global_batch import make_global_batch
 from augself_jax.train import mesh as mesh_lib
 from augself_jax.train import state as state_lib
 from augself_jax.train.step import make_train_step
@@ -22,7 +23,7 @@ def _train(config, devices):
     step = make_train_step(config, setup)
     losses = []
     for k in range(STEPS):
-        state, metrics = step(state, to_global(synthetic_host_batch(config, k), mesh))
+        state, metrics = step(state, make_global_batch(synthetic_host_batch(config, k), mesh))
         losses.append({name: float(v) for name, v in metrics.items()})
     updates = [x - x0 if np.issubdtype(x.dtype, np.floating) else x
                for x, x0 in zip(host_leaves(state), initial, strict=True)]
@@ -97,5 +98,5 @@ def test_restore_onto_other_device_count(simclr_runs, tmp_path, source, target):
     assert len(leaf.sharding.device_set) == target
     # Training continues on the new device count.
     mesh = setup_t.mesh
-    state, metrics = step_t(restored, to_global(synthetic_host_batch(config, STEPS), mesh))
+    state, metrics = step_t(restored, make_global_batch(synthetic_host_batch(config, STEPS), mesh))
     assert int(state.step) == STEPS + 1 and np.isfinite(float(metrics["loss"]))

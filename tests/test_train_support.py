@@ -97,12 +97,6 @@ def synthetic_host_batch(config: ml_collections.ConfigDict, step: int, size: int
     }
 
 
-def to_global(host_batch: dict, mesh: jax.sharding.Mesh) -> dict:
-    """Single-process stand-in for make_global_batch: the batch split over 'data'."""
-    sharding = mesh_lib.data_sharded(mesh)
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), host_batch)
-
-
 def host_leaves(tree) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
@@ -110,6 +104,7 @@ def host_leaves(tree) -> list[np.ndarray]:
 def two_real_steps(config: ml_collections.ConfigDict):
     """Two steps of the real jitted train step on synthetic batches: (state after, the
     parameters' host values before, each step's metrics as floats)."""
+    from augself_jax.data.global_batch import make_global_batch
     from augself_jax.train import state as state_lib
     from augself_jax.train.step import make_train_step
 
@@ -119,6 +114,6 @@ def two_real_steps(config: ml_collections.ConfigDict):
     step = make_train_step(config, setup)
     history = []
     for k in range(2):
-        state, metrics = step(state, to_global(synthetic_host_batch(config, k), setup.mesh))
+        state, metrics = step(state, make_global_batch(synthetic_host_batch(config, k), setup.mesh))
         history.append({m: float(v) for m, v in jax.device_get(metrics).items()})
     return state, before, history
