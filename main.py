@@ -1,18 +1,8 @@
-"""Pretraining: `python main.py --config=configs/simclr_augself.py:shapes --workdir=/tmp/run`.
+"""Pretraining: `python main.py --config=configs/simclr_augself.py:shapes --workdir=runs/x`.
 
-Rerunning the same command continues from the latest checkpoint in the workdir.
-"""
+The program is `augself_jax.cli.train` (installed as `augself-train`)."""
 
-from augself_jax import app
-
-
-def _train(config, workdir: str, writer) -> None:
-    # Imported here, not at the top: a mistyped flag or workdir is reported before JAX and
-    # TensorFlow are loaded (a second instead of ten).
-    from augself_jax.train import loop
-
-    loop.main(config, workdir, writer)
-
+from augself_jax.cli.train import run
 
 if __name__ == "__main__":
-    app.run(_train)
+    run()

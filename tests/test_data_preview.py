@@ -1,4 +1,4 @@
-"""The preview tool as the README runs it (`python -m augself_jax.data.preview --config=...
+"""The preview tool as the README runs it (`python -m augself_jax.cli.preview --config=...
 --out=... --seed=1 --config.aug.rotation_prob=0.5`): the grid and views.npz, the flags
 applied, and identical arrays for the same config and seed."""
 
@@ -16,7 +16,7 @@ KEYS = ("crop", "flip", "color", "color_applied", "color_order", "color_mean_shi
 
 def test_preview_command_line_and_determinism(shapes_data_dir, tmp_path):
     checkout = copy_checkout(tmp_path / "checkout")
-    r = run_command(["-m", "augself_jax.data.preview",
+    r = run_command(["-m", "augself_jax.cli.preview",
                      "--config=configs/simclr_augself.py:shapes", "--out=preview", "--seed=1",
                      "--config.aug.rotation_prob=0.5",
                      f"--config.data.data_dir={shapes_data_dir}"], cwd=checkout)

@@ -1,19 +1,16 @@
 """See what the pipeline makes: a PNG grid (source, view 1, view 2, each captioned with its
 parameters) and DIR/views.npz with every array and every recorded parameter.
 
-    python -m augself_jax.data.preview --config=configs/simclr_augself.py:shapes --out=/tmp/pv
+    python -m augself_jax.cli.preview --config=configs/simclr_augself.py:shapes --out=/tmp/pv
     [--seed=3] [--num_images=16] [--config.aug.color_strength=2.0]
 
-The same config and seed write identical arrays.
+The same config and seed write identical arrays. The command line is
+`augself_jax.cli.preview`; this module only draws and writes.
 """
 
 import os
 
 import numpy as np
-from absl import app, flags
-
-# Importing the shared start-up defines --config (file[:preset], overridable fields) here too.
-from augself_jax.app import hide_accelerators_from_tensorflow
 
 _TILE = 128  # displayed pixels per image side
 
@@ -89,26 +86,3 @@ def write_preview(config, out_dir: str, num_images: int = 16) -> dict[str, np.nd
     _grid(sources, hw, views, records, batch["label"], batch["index"]).save(
         os.path.join(out_dir, "views.png"))
     return arrays
-
-
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    out = flags.FLAGS.out
-    if out is None:
-        raise app.UsageError("--out is required")
-    config = flags.FLAGS.config
-    if flags.FLAGS.seed is not None:
-        config.seed = flags.FLAGS.seed
-    hide_accelerators_from_tensorflow()
-    write_preview(config, out, flags.FLAGS.num_images)
-    print(f"wrote {os.path.join(out, 'views.png')} and views.npz")
-
-
-if __name__ == "__main__":
-    # Defined only when run as a program, so that importing this module defines no flag.
-    flags.DEFINE_string("out", None, "Directory for views.png and views.npz.")
-    flags.DEFINE_integer("seed", None, "Overrides config.seed.")
-    flags.DEFINE_integer("num_images", 16, "Examples to preview (at least 16).")
-    flags.mark_flag_as_required("config")
-    app.run(main)
