@@ -14,6 +14,7 @@ events in the workdir, process 0) is made here and handed to `main`.
 
 import errno
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -129,12 +130,20 @@ def _flag_error_line(error: Exception, argv: list[str]) -> str:
     """One line for a flag that cannot be parsed or a config that cannot be loaded or
     overridden; absl and ml_collections nest the cause in a multi-line message."""
     if isinstance(error, (AttributeError, KeyError)):
-        # ml_collections raises these for an override of a field the config lacks.
-        name = str(error).strip("\"'")
+        # ml_collections raises these for an override of a field the config lacks; the
+        # message (a KeyError, maybe wrapped) is "'name'\nDid you mean "x" instead of ...?".
+        while error.args and isinstance(error.args[0], BaseException):
+            error = error.args[0]
+        message = str(error.args[0]) if error.args else str(error)
+        name, _, suggestion = message.partition("\n")
+        name = name.strip("\"'")
         given = [a.split("=")[0].lstrip("-") for a in argv if a.startswith("--config.")]
-        field = next((g for g in given if g.split(".")[-1] == name), f"config.{name}")
-        return (f"{field}: no such field (every field and its default is in configs/common.py; "
-                "check the spelling and the section)")
+        field = next((".".join(g.split(".")[:g.split(".").index(name) + 1]) for g in given
+                      if name in g.split(".")[1:]), f"config.{name}")
+        hint = re.search(r'Did you mean "([^"]+)"', suggestion)
+        did_you_mean = f"; did you mean '{hint.group(1)}'?" if hint else ""
+        return (f"{field}: no such field{did_you_mean} (every field and its default is in "
+                "configs/common.py; check the spelling and the section)")
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     os_errors = [line for line in lines if line.startswith("[Errno")]
     if os_errors:  # a config file that cannot be read
@@ -160,6 +169,22 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(CONFIG_ERROR_EXIT)
 
 
+def list_flags_in_help(program_module: str, shared_flags: tuple[str, ...] | None = None) -> None:
+    """absl's --help lists only the key flags of the script that was run (sys.argv[0]), and
+    main.py, evaluate.py and the console scripts define none: the flags live here and in
+    augself_jax/cli. Declare the program's flags and the shared ones it reads
+    (`shared_flags`; None: all of this module's) key flags of that script, so that --help
+    lists --config, --workdir, --verbose, ... and not only the docstring. A console script
+    has no docstring of its own; the program module's docstring stands in."""
+    shared = [f for f in flags.FLAGS.get_flags_for_module(__name__)
+              if shared_flags is None or f.name in shared_flags]
+    for flag in shared + flags.FLAGS.get_flags_for_module(program_module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    main, program = sys.modules.get("__main__"), sys.modules.get(program_module)
+    if main is not None and program is not None and not (main.__doc__ or "").strip():
+        main.__doc__ = program.__doc__
+
+
 def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
         resolved_config_name: str | None = None, workdir_must_exist: bool = False) -> None:
     """absl.app.run with the shared start-up, then `main(config, workdir, writer)`, where
@@ -171,6 +196,7 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
     an earlier run's (evaluate.py), so a missing one is a typo, not a new run.
     """
     flags.mark_flags_as_required(["config", "workdir"])
+    list_flags_in_help(main.__module__)
 
     def _main(argv: list[str]) -> None:
         if len(argv) > 1:
