@@ -158,3 +158,36 @@ def test_registry_entries():
     assert all(w.startswith("n") and len(w) == 9 for w in inet.class_subset)
     for name in ("cifar10", "cifar100"):
         assert registry.get_dataset_info(name).image_size == 32
+
+
+def test_bounding_box_by_hand():
+    labels = {"shape": np.array([0, 1, 2, 3]), "center_x": np.full(4, 0.5),
+              "center_y": np.full(4, 0.4), "size_value": np.full(4, 0.25)}
+    np.testing.assert_allclose(shapes.bounding_box(labels), [
+        [0.25, 0.15, 0.75, 0.65],  # circle: r every way
+        [0.2875, 0.1875, 0.7125, 0.6125],  # square: half-side 0.85 r
+        [0.26, 0.15, 0.74, 0.55],  # triangle: apex r up, base 0.6 r down, 0.96 r wide
+        [0.25, 0.15, 0.75, 0.65],  # plus: arms of length r
+    ], atol=1e-6)
+
+
+def test_bounding_box_is_the_extent_of_the_rendered_pixels():
+    """At 128 px, for every kind: each pixel the shape colours has its centre inside the
+    box, and the outermost coloured pixels reach each edge to within 2 pixels (a pixel's
+    centre can miss the triangle's apex by up to 1.8 pixels; the other edges by 1)."""
+    size, n = 128, 64
+    labels = shapes.sample_labels(n, seed=5)
+    images = shapes.render(labels, size, seed=6)
+    box = shapes.bounding_box(labels)
+    assert set(labels["shape"]) == {0, 1, 2, 3}
+    covered = images.max(axis=-1) > 128  # the shape's value is 1.0, the background's ~0.12
+    centres = (np.arange(size) + 0.5) / size
+    for i in range(n):
+        rows, cols = np.nonzero(covered[i])
+        x, y = centres[cols], centres[rows]
+        x_min, y_min, x_max, y_max = box[i]
+        eps = 1e-6
+        assert x.min() >= x_min - eps and x.max() <= x_max + eps, i
+        assert y.min() >= y_min - eps and y.max() <= y_max + eps, i
+        gaps = np.array([x.min() - x_min, y.min() - y_min, x_max - x.max(), y_max - y.max()])
+        assert (gaps <= 2.0 / size).all(), (i, labels["shape"][i], gaps * size)

@@ -117,6 +117,26 @@ def _shape_mask(labels: dict[str, np.ndarray], xx: np.ndarray, yy: np.ndarray) -
     return mask
 
 
+# Each kind's extent around its centre in units of the radius r, read off `_shape_mask`:
+# (left, top, right, bottom) reach, with y growing downwards as in the image.
+# circle and plus: r every way; square: its half-side 0.85 r; triangle: apex at dy = -r,
+# base at dy = 0.6 r where the half-width is 0.6 (0.6 r + r) = 0.96 r.
+_BOX_REACH = np.array([(1.0, 1.0, 1.0, 1.0), (0.85, 0.85, 0.85, 0.85),
+                       (0.96, 1.0, 0.96, 0.6), (1.0, 1.0, 1.0, 1.0)])
+
+
+def bounding_box(labels: dict[str, np.ndarray]) -> np.ndarray:
+    """float32 [n, 4]: each shape's exact bounding box (x_min, y_min, x_max, y_max) as
+    fractions of the side, from the stored `shape`, `center_x`, `center_y`, `size_value`
+    (the continuous region `render` fills; its pixels' centres lie inside it)."""
+    reach = _BOX_REACH[np.asarray(labels["shape"], np.int64)] * np.asarray(
+        labels["size_value"], np.float64)[:, None]
+    cx = np.asarray(labels["center_x"], np.float64)
+    cy = np.asarray(labels["center_y"], np.float64)
+    return np.stack([cx - reach[:, 0], cy - reach[:, 1], cx + reach[:, 2], cy + reach[:, 3]],
+                    1).astype(np.float32)
+
+
 def shape_mask(labels: dict[str, np.ndarray], image_size: int) -> np.ndarray:
     """bool [n, S, S]: where `render` draws each example's shape."""
     coords = (np.arange(image_size) + 0.5) / image_size

@@ -67,6 +67,26 @@ class Context:
     eval_dir: str = ""
     step: int = 0
     log: Any = print
+    writer: Any = None  # the run's metric writer (TensorBoard), for figures; None: files only
+
+
+def publish_png(context: Context, filename: str, png: bytes) -> str:
+    """A protocol's figure: written to eval_dir/filename (through epath: a gs:// workdir
+    keeps it) and, with a writer, to TensorBoard as image `eval/<filename stem>` at the
+    evaluated step. Returns the file's path."""
+    import io
+
+    import PIL.Image
+    from etils import epath
+
+    path = epath.Path(context.eval_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    if context.writer is not None:
+        pixels = np.asarray(PIL.Image.open(io.BytesIO(png)).convert("RGB"))
+        context.writer.write_images(int(context.step),
+                                    {f"eval/{filename.rsplit('.', 1)[0]}": pixels[None]})
+    return str(path)
 
 
 @dataclasses.dataclass

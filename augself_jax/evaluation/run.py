@@ -134,7 +134,7 @@ class EvaluationRun:
                                                     self._requested_step)
         context = common.Context(backbone=self.backbone, mesh=self.mesh, mean=info.mean,
                                  std=info.std, eval_dir=self.eval_dir, step=int(self.step),
-                                 log=self.log)
+                                 log=self.log, writer=self.writer)
         self.evaluators = common.build(self.config, context)
         self.extractor = FeatureExtractor(self.mesh, info.mean, info.std)
         self.common = {"step": int(self.step), "config_hash": reports.config_hash(self.config)}
