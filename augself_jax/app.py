@@ -153,9 +153,42 @@ def _flag_error_line(error: Exception, argv: list[str]) -> str:
     return causes[-1] if causes else (lines[0] if lines else type(error).__name__)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def installed_config(value: str) -> str:
+    """`--config=configs/<file>.py[:preset]` names a file relative to the current directory,
+    as in a checkout. Where that file does not exist (an installed package run outside a
+    checkout, or main.py run from another directory), the same name is looked up in the
+    `configs` package that Python imports: the installed one, or the checkout of the
+    script that runs. Any other path is left as given."""
+    path, colon, preset = value.partition(":")
+    parts = os.path.normpath(path).split(os.sep)
+    if os.path.exists(path) or len(parts) < 2 or parts[0] != "configs":
+        return value
+    try:
+        import configs
+    except ImportError:
+        return value
+    for root in getattr(configs, "__path__", []):
+        candidate = os.path.join(root, *parts[1:])
+        if os.path.isfile(candidate):
+            return candidate + colon + preset
+    return value
+
+
+def _with_installed_config(argv: list[str]) -> list[str]:
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--config="):
+            out[i] = "--config=" + installed_config(arg[len("--config="):])
+        elif arg == "--config" and i + 1 < len(out):
+            out[i + 1] = installed_config(out[i + 1])
+    return out
+
+
+def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a bad flag, config file, preset or override reported as
-    one line (exit status 2) instead of a traceback and the usage text."""
+    one line (exit status 2) instead of a traceback and the usage text. A `configs/...`
+    config missing from the current directory is found in the installed package."""
+    argv = _with_installed_config(argv)
     try:
         remaining = flags.FLAGS(argv)
         config = flags.FLAGS["config"].value
@@ -240,4 +273,4 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
                   "checkpoint", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED_EXIT)
 
-    app.run(_main, flags_parser=_parse_flags)
+    app.run(_main, flags_parser=parse_flags)

@@ -10,7 +10,7 @@ import os
 from absl import app, flags
 
 # Importing the shared start-up defines --config (file[:preset], overridable fields) here too.
-from augself_jax.app import hide_accelerators_from_tensorflow, list_flags_in_help
+from augself_jax.app import hide_accelerators_from_tensorflow, list_flags_in_help, parse_flags
 
 _OUT = flags.DEFINE_string("out", None, "Directory for views.png and views.npz.")
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed.")
@@ -37,7 +37,7 @@ def run() -> None:
     """The `augself-preview` entry point."""
     flags.mark_flag_as_required("config")
     list_flags_in_help(__name__, shared_flags=("config",))
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
