@@ -94,6 +94,25 @@ FEWSHOT: dict[str, FewShotDataset] = {d.name: d for d in [
 ]}
 
 
+# Per-image object boxes for the `localization` protocol: a top-level TFDS box feature
+# (CUB-200's `bbox`), which evaluation's input maps into the centre crop's frame.
+BOX_KEYS = ("bbox",)
+_SHAPES_KEYS = ("shape", "center_x", "center_y", "size_value")
+
+
+def object_boxes(split: dict[str, np.ndarray]) -> np.ndarray | None:
+    """[N, 4] (x_min, y_min, x_max, y_max) as fractions of the evaluated image, from a
+    split's arrays: a TFDS box (ymin, xmin, ymax, xmax) or, on the built-in dataset, the
+    exact box of each shape; None when the dataset has no boxes."""
+    if "bbox" in split:
+        return np.asarray(split["bbox"], np.float32)[:, [1, 0, 3, 2]]
+    if all(k in split for k in _SHAPES_KEYS):
+        from augself_jax.data import shapes
+
+        return shapes.bounding_box(split)
+    return None
+
+
 def get_linear_dataset(name: str) -> EvalDataset:
     if name not in LINEAR:
         raise ConfigError(f"eval.datasets: unknown '{name}'; allowed: {', '.join(LINEAR)}")

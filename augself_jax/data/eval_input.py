@@ -22,22 +22,38 @@ from augself_jax.data import source
 _READ_BATCH = 256  # serialized examples read at once (one call, parallel reads)
 
 
-def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
-    """torchvision's Resize(size, BICUBIC) + CenterCrop(size) on a uint8 [H, W, 3] image."""
-    shape = tf.shape(image)
-    h, w = shape[0], shape[1]
+def _crop_geometry(h: tf.Tensor, w: tf.Tensor, size: int) -> tuple[tf.Tensor, ...]:
+    """(resized height, resized width, crop top, crop left) of resize_center_crop."""
     short = tf.minimum(h, w)
     # torchvision keeps the short side exact and truncates the long one.
     nh = tf.where(h == short, size, tf.cast(size * h // short, tf.int32))
     nw = tf.where(w == short, size, tf.cast(size * w // short, tf.int32))
+    top = tf.cast(tf.round(tf.cast(nh - size, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(nw - size, tf.float32) / 2.0), tf.int32)
+    return nh, nw, top, left
+
+
+def box_in_crop(box: tf.Tensor, h: tf.Tensor, w: tf.Tensor, size: int) -> tf.Tensor:
+    """A TFDS box (ymin, xmin, ymax, xmax as fractions of the H x W image) in the frame of
+    resize_center_crop's output, clipped to it: what a box regressor sees."""
+    nh, nw, top, left = (tf.cast(v, tf.float32) for v in _crop_geometry(h, w, size))
+    y = (box[..., 0::2] * nh - top) / size
+    x = (box[..., 1::2] * nw - left) / size
+    out = tf.stack([y[..., 0], x[..., 0], y[..., 1], x[..., 1]], -1)
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """torchvision's Resize(size, BICUBIC) + CenterCrop(size) on a uint8 [H, W, 3] image."""
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    nh, nw, top, left = _crop_geometry(h, w, size)
 
     def resize():
         out = tf.image.resize(image, tf.stack([nh, nw]), method="bicubic", antialias=True)
         return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
 
     image = tf.cond((nh == h) & (nw == w), lambda: tf.cast(image, tf.uint8), resize)
-    top = tf.cast(tf.round(tf.cast(nh - size, tf.float32) / 2.0), tf.int32)
-    left = tf.cast(tf.round(tf.cast(nw - size, tf.float32) / 2.0), tf.int32)
     return tf.ensure_shape(image[top:top + size, left:left + size, :], (size, size, 3))
 
 
@@ -76,6 +92,9 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: i
         out = {"image": resize_center_crop(image, image_size)}
         for k in keys:
             out[k] = features[k].decode_example(ex[k])
+            if isinstance(features[k], tfds.features.BBoxFeature):  # into the crop's frame
+                out[k] = box_in_crop(out[k], tf.shape(image)[0], tf.shape(image)[1],
+                                     image_size)
         valid = tf.logical_not(tf.reduce_any(tf.cast(ex[label_key], tf.int64) == drop))
         if keep:
             valid &= tf.reduce_any(tf.cast(ex[keep[0]], tf.int64) == keep_values)

@@ -168,7 +168,7 @@ class EvaluationRun:
         e = self.config.eval
         builder = self.builders[d.tfds_name]
         present = set(builder.info.features)
-        keys = tuple(k for k in d.label_keys + CONTINUOUS_KEYS if k in present)
+        keys = tuple(k for k in d.label_keys + CONTINUOUS_KEYS + eds.BOX_KEYS if k in present)
         drop = _label_ints(builder, d.label_keys[0], d.drop_label_names)
         kw = dict(keys=keys, keep=d.keep, drop_labels=drop, label_key=d.label_keys[0])
         t0 = time.time()
