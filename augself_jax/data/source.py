@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,11 @@ _SCAN_CHUNK = 4096  # records parsed at once when a class subset is scanned
 
 
 def _where(data_dir: str | None) -> str:
-    return str(data_dir or "~/tensorflow_datasets")
+    """Where TFDS looks for `data_dir`: itself, else TFDS_DATA_DIR, else TFDS's default (the
+    advice must name the folder TFDS searched, or following it changes nothing)."""
+    if data_dir:
+        return str(data_dir)
+    return os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
 
 
 def _build_command(tfds_name: str, data_dir: str | None) -> str:
