@@ -48,7 +48,7 @@ ARGS=()
 EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --dry_run) DRY_RUN=1 ;;
+    --dry_run) DRY_RUN=1; shift; continue ;;  # not passed on: the printed sbatch line is real
     --nodes=*) NODES="${1#*=}" ;;
     --gpus_per_node=*) GPUS_PER_NODE="${1#*=}" ;;
     --partition=*) PARTITION="${1#*=}" ;;
@@ -68,6 +68,10 @@ done
 [[ "${GPUS_PER_NODE}" =~ ^[1-9][0-9]*$ ]] \
   || die "--gpus_per_node=${GPUS_PER_NODE}; expected a positive count"
 
+# --kill-on-bad-exit: one crashed process ends the step instead of leaving the others
+# waiting forever in a collective.
+SRUN=(srun --nodes="${NODES}" --ntasks-per-node=1 --gpus-per-node="${GPUS_PER_NODE}"
+      --kill-on-bad-exit=1 env AUGSELF_DISTRIBUTED=1)
 if [[ -z "${SLURM_JOB_ID:-}" ]]; then
   # --exclusive --mem=0: the whole node, so that its one task gets every CPU for tf.data.
   SBATCH=(sbatch --nodes="${NODES}" --ntasks-per-node=1 --gpus-per-node="${GPUS_PER_NODE}"
@@ -77,10 +81,10 @@ if [[ -z "${SLURM_JOB_ID:-}" ]]; then
   [[ -n "${ACCOUNT}" ]] && SBATCH+=(--account="${ACCOUNT}")
   run "${SBATCH[@]}" "${CHECKOUT}/launch/slurm_multinode.sh" --checkout="${CHECKOUT}" \
     "${ARGS[@]+"${ARGS[@]}"}"
+  if [[ "${DRY_RUN}" == "1" ]]; then  # a dry run shows what the job itself will run too
+    echo "# then, inside the job (working directory ${CHECKOUT}):"
+    pretrain_then_evaluate "${SRUN[@]}"
+  fi
   exit 0
 fi
-# --kill-on-bad-exit: one crashed process ends the step instead of leaving the others
-# waiting forever in a collective.
-SRUN=(srun --nodes="${NODES}" --ntasks-per-node=1 --gpus-per-node="${GPUS_PER_NODE}"
-      --kill-on-bad-exit=1 env AUGSELF_DISTRIBUTED=1)
 pretrain_then_evaluate "${SRUN[@]}"

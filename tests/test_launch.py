@@ -400,8 +400,9 @@ def test_tpu_worker_run_outlives_its_ssh_session(checkout, worker):
 
 # -- SLURM --------------------------------------------------------------------------------
 def submit(checkout: Path, cwd: Path, script: str) -> list[str]:
-    (sbatch,) = commands(launch(cwd, script, "--dry_run", *readme_arguments("slurm_multinode.sh"),
-                                "--", "--config.seed=1").stdout)
+    """The sbatch line of a dry run (the first command it prints)."""
+    sbatch = commands(launch(cwd, script, "--dry_run", *readme_arguments("slurm_multinode.sh"),
+                             "--", "--config.seed=1").stdout)[0]
     return sbatch
 
 
@@ -414,7 +415,9 @@ def run_as_slurm(sbatch: list[str], spool: Path, submit_dir: Path) -> list[list[
     copy.parent.mkdir(parents=True)
     shutil.copy(sbatch[script_at], copy)
     env = environment(SLURM_JOB_ID="7", SLURM_SUBMIT_DIR=str(submit_dir))
-    return commands(launch(Path(chdir), str(copy), *sbatch[script_at + 1:], env=env).stdout)
+    # --dry_run here: the job's own commands are printed, not run.
+    return commands(launch(Path(chdir), str(copy), "--dry_run", *sbatch[script_at + 1:],
+                           env=env).stdout)
 
 
 @pytest.mark.parametrize("where", ["root", "launch", "outside"])
@@ -434,6 +437,21 @@ def test_slurm_job_runs_from_a_spool_copy(checkout, tmp_path, where):
         assert cmd[cmd.index("python") + 1:] == [
             binary, "--config=configs/simclr_augself.py:imagenet100", "--workdir=runs/slurm",
             "--config.seed=1"]
+
+
+def test_slurm_dry_run_shows_every_command_the_job_runs(checkout, tmp_path):
+    # Outside a job, the dry run prints the sbatch line and then what the job will run:
+    # the same commands the job prints when SLURM runs it.
+    printed = commands(launch(checkout, "launch/slurm_multinode.sh", "--dry_run",
+                              *readme_arguments("slurm_multinode.sh"), "--",
+                              "--config.seed=1").stdout)
+    sbatch, job = printed[0], printed[1:]
+    assert sbatch[0] == "sbatch" and "--dry_run" not in sbatch  # the line can be run as is
+    assert job == run_as_slurm(sbatch, tmp_path / "spool", submit_dir=checkout)
+    assert [c[c.index("python") + 1] for c in job] == ["main.py", "evaluate.py"]
+    no_eval = commands(launch(checkout, "launch/slurm_multinode.sh", "--dry_run",
+                              "--no_eval").stdout)
+    assert [c[0] for c in no_eval] == ["sbatch", "srun"]
 
 
 def test_slurm_job_submitted_by_hand_finds_the_checkout_from_the_submit_dir(checkout, tmp_path):
