@@ -1,7 +1,7 @@
 """The linear-evaluation sweep (45 warm-started fits + the refit) in JAX against scikit-learn.
 
   python benchmarks/bench_linear.py           # the issue size: 50000 x 2048, 100 classes
-  python benchmarks/bench_linear.py --n 5000 --d 256 --classes 20   # a few minutes on 2 CPU cores
+  python benchmarks/bench_linear.py --n=5000 --d=256 --classes=20   # a few minutes on 2 CPU cores
 
 Both solve the same problem on the same synthetic features: the spec's objective (summed
 cross-entropy + w * ||theta||^2, bias penalised: scikit-learn gets a constant column and
@@ -11,15 +11,28 @@ At full size scikit-learn alone takes hours on a 2-core CPU: pass --skip_sklearn
 time JAX alone (e.g. on one GPU).
 """
 
-import argparse
+import os
+import sys
 import time
 import warnings
 
-import jax
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from augself_jax.evaluation import linear
-from augself_jax.evaluation.features import eval_mesh
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from augself_jax.evaluation import linear  # noqa: E402
+from augself_jax.evaluation.features import eval_mesh  # noqa: E402
+
+_N = flags.DEFINE_integer("n", 50000, "Training examples (validation: n/10, test: n/5).")
+_D = flags.DEFINE_integer("d", 2048, "Feature dimension.")
+_CLASSES = flags.DEFINE_integer("classes", 100, "Number of classes.")
+_NUM_L2 = flags.DEFINE_integer("num_l2", 45, "Values in the L2 sweep (45: the reference).")
+_TOL = flags.DEFINE_float("tol", 1e-7, "Gradient tolerance of every fit (both solvers).")
+_MAX_ITER = flags.DEFINE_integer("max_iter", 5000, "Iteration cap of every fit (both solvers).")
+_SKIP_SKLEARN = flags.DEFINE_bool("skip_sklearn", False,
+                                  "Time JAX alone (scikit-learn takes hours at full size).")
 
 
 def make_features(n: int, d: int, classes: int, seed: int = 0):
@@ -52,16 +65,9 @@ def sklearn_sweep(tr, va, te, grid, tol, max_iter):
     return 100 * np.mean(clf.predict(ones(te[0])) == te[1]), best[1]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=50000, help="training examples (val: n/10, test: n/5)")
-    p.add_argument("--d", type=int, default=2048)
-    p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--num_l2", type=int, default=45, help="sweep length (45: the reference)")
-    p.add_argument("--tol", type=float, default=1e-7)
-    p.add_argument("--max_iter", type=int, default=5000)
-    p.add_argument("--skip_sklearn", action="store_true")
-    args = p.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS
 
     x, y = make_features(args.n + args.n // 10 + args.n // 5, args.d, args.classes)
     n_val = args.n // 10
@@ -94,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)
