@@ -37,6 +37,8 @@ class Settings:
     cassle_mode: str
     cassle_reference: bool
     ranges: Ranges
+    augself_ss_only: bool = False  # the AugSelf heads' loss alone, no SSL term
+    augself_color_target: str = "linear"  # linear (the reference) | circular
 
     @classmethod
     def from_config(cls, config, hp: Any = None) -> "Settings":
@@ -52,6 +54,8 @@ class Settings:
             cassle_mode=c.mode,
             cassle_reference=bool(c.reference),
             ranges=Ranges.from_config(config),
+            augself_ss_only=bool(config.augself.get("ss_only", False)),
+            augself_color_target=str(config.augself.get("color_target", "linear")),
         )
 
 

@@ -54,7 +54,8 @@ class PretrainModel(nnx.Module):
         augs = tuple(a for a, _ in s.augself)
         hidden = pick(config.augself.hidden, 512)
         self.augself_heads = nnx.data(
-            augself.make_heads(augs, f, hidden, dtype, rngs) if augs else None
+            augself.make_heads(augs, f, hidden, dtype, rngs, s.augself_color_target)
+            if augs else None
         )
 
         momentum = method.momentum is not None
@@ -77,7 +78,8 @@ def build_model(config, rngs: nnx.Rngs) -> PretrainModel:
 
 
 def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tuple:
-    """(loss, metrics): SSL loss + sum of lambda_aug * AugSelf loss_aug. Call inside jit.
+    """(loss, metrics): SSL loss + sum of lambda_aug * AugSelf loss_aug (without the SSL
+    loss under augself.ss_only). Call inside jit.
 
     batch: view1/view2 normalised float [B,H,W,3], params1/params2 records, label [B].
     Mutates BatchNorm statistics and the method's extra state (MoCo's queue) in place.
@@ -86,7 +88,9 @@ def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tup
     s: Settings = model.settings
     ssl_loss, y1, y2, metrics = registry.get(s.method).forward(model, batch, step)
     metrics = dict(metrics, ssl_loss=ssl_loss)
-    loss = ssl_loss
+    # augself.ss_only (the references' --ss-only): the SSL loss is still computed and
+    # logged, but only the AugSelf heads' losses train the network.
+    loss = jnp.zeros_like(ssl_loss) if s.augself_ss_only else ssl_loss
     if model.augself_heads is not None:
         losses = augself.augself_losses(
             model.augself_heads,
@@ -96,6 +100,7 @@ def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tup
             batch["params2"],
             s.ranges,
             reference=s.augself_reference,
+            color_target=s.augself_color_target,
         )
         for aug, weight in s.augself:
             metrics[f"augself/{aug}"] = losses[aug]

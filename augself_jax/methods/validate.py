@@ -60,13 +60,18 @@ def validate_model_config(config) -> None:
     method.validate(config)
 
     a = config.augself
-    known = set(augself.HEADS) | {"hidden", "reference"}
+    known = set(augself.HEADS) | {"hidden", "reference", "ss_only", "color_target"}
     for key in a.keys():
         one_of("augself key", key, sorted(known))
     for aug in augself.HEADS:
         if float(a[aug]) < 0:
             raise ConfigError(f"augself.{aug}: weight {a[aug]} must be >= 0 (0 disables the head)")
+    if a.get("ss_only", False) and not augself.enabled_augs(a):
+        raise ConfigError("augself.ss_only: True trains the AugSelf heads alone, but no head "
+                          "is on; allowed: ss_only False, or a weight > 0 for one of "
+                          f"{', '.join(augself.HEADS)}")
     positive("augself.hidden", a.hidden)
+    one_of("augself.color_target", a.get("color_target", "linear"), augself.COLOR_TARGETS)
 
     c = config.cassle
     for key in c.keys():

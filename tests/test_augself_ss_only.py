@@ -1,0 +1,77 @@
+"""augself.ss_only (the references' --ss-only): the AugSelf heads and the backbone train on the
+heads' losses alone. The SSL term is absent from the gradient (the projector gets none), the
+real train step runs, and validation refuses the switch without a head, before compiling."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from test_methods_support import FAST, build, synthetic_batch, tiny_config
+from test_train_support import host_leaves, two_real_steps
+from test_train_support import tiny_config as tiny_train_config
+
+from augself_jax.aware import augself
+from augself_jax.errors import ConfigError
+from augself_jax.methods import compute_loss, validate_model_config
+
+
+def _grads_and_loss(config):
+    """(gradient norms per top-level part, loss, the heads' losses computed directly)."""
+    model = build(config)
+    batch = synthetic_batch()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_fn(params):
+        m = nnx.merge(graphdef, params, rest, copy=True)
+        return compute_loss(m, batch, step=0, total_steps=10)[0]
+
+    def direct(params):  # the heads' weighted losses from the AugSelf module itself
+        m = nnx.merge(graphdef, params, rest, copy=True)
+        y1, y2 = m.backbone(batch["view1"]), m.backbone(batch["view2"])
+        losses = augself.augself_losses(m.augself_heads, y1, y2, batch["params1"],
+                                        batch["params2"], m.settings.ranges)
+        return sum(w * losses[a] for a, w in m.settings.augself)
+
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn), compiler_options=FAST)(params)
+    heads_only = jax.jit(direct, compiler_options=FAST)(params)
+    norms = {part: float(np.sqrt(sum(np.sum(np.square(x)) for x in host_leaves(g))))
+             for part, g in grads.items()}
+    return norms, float(loss), float(heads_only)
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_the_ssl_term_is_absent_from_the_gradient(method):
+    heads = {"crop": 1.0, "color": 0.5}
+    on, loss, heads_only = _grads_and_loss(tiny_config(method, augself={**heads,
+                                                                         "ss_only": True}))
+    off, loss_off, _ = _grads_and_loss(tiny_config(method, augself=heads))
+    assert on["projector"] == 0.0 and off["projector"] > 0  # the SSL head learns nothing
+    if method == "byol":
+        assert on["predictor"] == 0.0 and off["predictor"] > 0
+    assert on["backbone"] > 0 and on["augself_heads"] > 0
+    # The loss is the heads' weighted sum alone; with the SSL term it is larger.
+    np.testing.assert_allclose(loss, heads_only, rtol=1e-5)
+    assert not np.isclose(loss, loss_off)
+
+
+def test_ss_only_trains_through_the_real_step():
+    config = tiny_train_config("simclr_augself", steps=2)
+    config.augself.ss_only = True
+    validate_model_config(config)
+    state, before, history = two_real_steps(config)
+    for metrics in history:
+        assert {"augself/crop", "augself/color", "ssl_loss"} <= set(metrics)
+        assert all(np.isfinite(v) for v in metrics.values()), metrics
+        # The reported loss is the heads' weighted sum (weights 1 in this experiment).
+        np.testing.assert_allclose(metrics["loss"],
+                                   metrics["augself/crop"] + metrics["augself/color"],
+                                   rtol=1e-5)
+    moved = [not np.array_equal(a, b) for a, b in zip(before, host_leaves(state.params),
+                                                      strict=True)]
+    assert sum(moved) > len(moved) // 2
+
+
+def test_ss_only_without_a_head_is_refused():
+    with pytest.raises(ConfigError, match=r"^augself.ss_only: .*allowed: ss_only False, or a "
+                                          r"weight > 0 for one of .*crop"):
+        tiny_config("simclr", augself={"ss_only": True})
