@@ -16,6 +16,29 @@ from augself_jax.models.mlp import MLP
 # aug -> (head output dim, loss kind), for every augmentation that has an AugSelf target.
 HEADS = {e.name: (e.augself.dim, e.augself.loss) for e in registry.augself_entries()}
 
+# `augself.color_target`: linear is the reference's normalised difference of the four
+# jitter factors, whose hue entry is a line that cannot wrap; circular keeps the first
+# three and replaces the hue entry by (sin, cos) of the difference of the two views' hue
+# shifts (in turns), which is the same for shifts a whole turn apart.
+COLOR_TARGETS = ("linear", "circular")
+
+
+def head_dim(aug: str, color_target: str = "linear") -> int:
+    """A head's output size: the registry's, one more for the circular colour target."""
+    return HEADS[aug][0] + (aug == "color" and color_target == "circular")
+
+
+def circular_color_target(pa: dict, pb: dict, ranges: Ranges) -> jax.Array:
+    """[B, 5]: the reference's brightness, contrast and saturation differences, then
+    sin and cos of 2 pi (hue shift of a - hue shift of b); a shift is 0 where the
+    jitter did not run."""
+    linear = registry.get("color").augself.target(pa, pb, ranges, False)
+    shift = [jnp.asarray(p["color"], jnp.float32)[..., 3]
+             * jnp.asarray(p["color_applied"], jnp.float32) for p in (pa, pb)]
+    angle = 2.0 * jnp.pi * (shift[0] - shift[1])
+    return jnp.concatenate([linear[..., :3], jnp.sin(angle)[..., None],
+                            jnp.cos(angle)[..., None]], -1)
+
 
 def enabled_augs(augself_config) -> tuple[tuple[str, float], ...]:
     """(aug, weight) for each augmentation whose weight is > 0, in HEADS order."""
@@ -25,10 +48,13 @@ def enabled_augs(augself_config) -> tuple[tuple[str, float], ...]:
 
 
 def pair_targets(
-    pa: dict, pb: dict, ranges: Ranges, *, reference: bool = False, augs: tuple = tuple(HEADS)
+    pa: dict, pb: dict, ranges: Ranges, *, reference: bool = False, augs: tuple = tuple(HEADS),
+    color_target: str = "linear",
 ) -> dict[str, jax.Array]:
     """Targets for the ordered pair (view a, view b), batched over the leading axis."""
-    return {a: registry.get(a).augself.target(pa, pb, ranges, reference) for a in augs}
+    return {a: circular_color_target(pa, pb, ranges)
+            if a == "color" and color_target == "circular"
+            else registry.get(a).augself.target(pa, pb, ranges, reference) for a in augs}
 
 
 def head_loss(kind: str, pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -44,12 +70,14 @@ def head_loss(kind: str, pred: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def make_heads(
-    augs: tuple[str, ...], num_features: int, hidden: int, dtype: Any, rngs: nnx.Rngs
+    augs: tuple[str, ...], num_features: int, hidden: int, dtype: Any, rngs: nnx.Rngs,
+    color_target: str = "linear",
 ) -> nnx.Dict:
     """One head per aug: Linear(2F->h) BN ReLU Linear(h->h) BN ReLU Linear(h->dim)."""
     return nnx.Dict(
         {
-            a: MLP(2 * num_features, [hidden, hidden, HEADS[a][0]], dtype=dtype, rngs=rngs)
+            a: MLP(2 * num_features, [hidden, hidden, head_dim(a, color_target)], dtype=dtype,
+                   rngs=rngs)
             for a in augs
         }
     )
@@ -64,12 +92,15 @@ def augself_losses(
     ranges: Ranges,
     *,
     reference: bool = False,
+    color_target: str = "linear",
 ) -> dict[str, jax.Array]:
     """Per-aug loss over both orders: rows [y1, y2] -> t(1, 2) and [y2, y1] -> t(2, 1)."""
     names = tuple(heads.keys())
     x = jnp.concatenate([jnp.concatenate([y1, y2], -1), jnp.concatenate([y2, y1], -1)], 0)
-    t12 = pair_targets(p1, p2, ranges, reference=reference, augs=names)
-    t21 = pair_targets(p2, p1, ranges, reference=reference, augs=names)
+    t12 = pair_targets(p1, p2, ranges, reference=reference, augs=names,
+                       color_target=color_target)
+    t21 = pair_targets(p2, p1, ranges, reference=reference, augs=names,
+                       color_target=color_target)
     losses = {}
     for a in names:
         target = jnp.concatenate([t12[a], t21[a]], 0)
