@@ -1,12 +1,13 @@
 """MoCo v3: a symmetric contrastive loss between online predictions and momentum keys.
 
 As the official MoCo v3 (which the CASSLE reference adapts): BN projector (2 layers on a
-ResNet, 3 on a ViT) and BN predictor, both ending in a BatchNorm without affine parameters
-except the ResNet predictor; keys from a momentum copy of the backbone and projector whose
-momentum rises from `mocov3_momentum` to 1 by a cosine over the steps (the CASSLE
-reference: constant 0.999, `mocov3_momentum_schedule=constant`); the other images of the
-global batch are the negatives (no queue); loss ctr(q1, k2) + ctr(q2, k1) with each
-cross-entropy scaled by 2T.
+ResNet, 3 on a ViT) and BN predictor, every Linear without a bias, both ending in a
+BatchNorm without affine parameters except the ResNet predictor, which ends in the Linear
+(`mocov3_predictor_end=bn`: in the BN, as CASSLE's MoCo v3 on a ResNet); keys from a
+momentum copy of the backbone and projector whose momentum rises from `mocov3_momentum`
+to 1 by a cosine over the steps (the CASSLE reference: constant 0.999,
+`mocov3_momentum_schedule=constant`); the other images of the global batch are the
+negatives (no queue); loss ctr(q1, k2) + ctr(q2, k1) with each cross-entropy scaled by 2T.
 """
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from augself_jax.models.backbones import is_vit
 from augself_jax.models.mlp import MLP
 
 SCHEDULES = ("cosine", "constant")
+PREDICTOR_ENDS = ("auto", "linear", "bn")
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,23 @@ def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) 
     layers = int(m.mocov3_proj_layers) if m.mocov3_proj_layers > 0 else (3 if vit else 2)
     hidden, out = pick(m.proj_hidden, 4096), pick(m.proj_out, 256)
     widths = [hidden] * (layers - 1) + [out]
+    # Every Linear without a bias, as the official builder (`bias=False`); where a BN
+    # follows, the BN's shift stands in for it.
     return {
-        "projector": MLP(proj_in, widths, last_bn="plain", dtype=dtype, rngs=rngs),
-        # The reference ends the ViT predictor in a plain BN, the ResNet one in a Linear.
+        "projector": MLP(proj_in, widths, last_bn="plain", use_bias=False, dtype=dtype,
+                         rngs=rngs),
         "predictor": MLP(out, [pick(m.pred_hidden, 4096), out],
-                         last_bn="plain" if vit else "none", dtype=dtype, rngs=rngs),
+                         last_bn="plain" if predictor_ends_in_bn(config) else "none",
+                         use_bias=False, dtype=dtype, rngs=rngs),
     }
+
+
+def predictor_ends_in_bn(config) -> bool:
+    """`mocov3_predictor_end`: auto is the official MoCo v3 (an affine-free BN on a ViT, a
+    bias-free Linear on a ResNet); bn is CASSLE's MoCo v3, which ends in the BN on a
+    ResNet too; linear ends in the Linear on either."""
+    end = str(config.method.mocov3_predictor_end)
+    return end == "bn" or (end == "auto" and is_vit(config.model.backbone))
 
 
 def forward(model, batch: dict, step):
@@ -100,6 +113,7 @@ def validate(config) -> None:
                           "1.0 for a ResNet)")
     one_of("method.mocov3_proj_layers", m.mocov3_proj_layers, (-1, 2, 3))
     one_of("method.mocov3_momentum_schedule", m.mocov3_momentum_schedule, SCHEDULES)
+    one_of("method.mocov3_predictor_end", m.mocov3_predictor_end, PREDICTOR_ENDS)
 
 
 def recipe(config) -> None:
@@ -113,7 +127,7 @@ def recipe(config) -> None:
     else:
         o.update(name="lars", base_lr=0.6, weight_decay=1e-6)
         warmup = 10.0
-    if config.preset != "shapes":
+    if not config.preset.startswith("shapes"):  # shapes, shapes_hue
         o.warmup_epochs = warmup
 
 
@@ -127,6 +141,9 @@ METHOD = Method(
         # cosine (the official MoCo v3) | constant (the CASSLE reference, with 0.999)
         "mocov3_momentum_schedule": "cosine",
         "mocov3_proj_layers": -1,  # -1: 3 for a ViT, 2 for a ResNet (the reference)
+        # auto (the official: BN on a ViT, Linear on a ResNet) | linear | bn (CASSLE's
+        # MoCo v3 on a ResNet: the predictor ends in an affine-free BN)
+        "mocov3_predictor_end": "auto",
     },
     settings=lambda c: Hyper(temperature(c), float(c.method.mocov3_momentum),
                              str(c.method.mocov3_momentum_schedule)),

@@ -112,7 +112,7 @@ def validate(config) -> None:
 
 
 def recipe(config) -> None:
-    if config.preset == "shapes":
+    if config.preset.startswith("shapes"):  # shapes, shapes_hue
         # The reference freezes the prototypes for 410 of its 82,000 steps (STL-10, 200
         # epochs); the built-in dataset's 300-step schedule would never train them.
         config.method.swav_freeze_steps = 0

@@ -1,5 +1,6 @@
 """The one MLP builder: every projector, predictor, AugSelf head and CASSLE encoder."""
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,11 +14,24 @@ LAST_BN = ("none", "affine", "plain")
 _linear_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
+def torch_bias_init(fan_in: int):
+    """torch.nn.Linear's default bias init, U(+-1/sqrt(fan_in)), as every reference's MLP
+    (the AugSelf reference's `load_mlp`, CASSLE's and MoCo v3's heads are PyTorch Linears)."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 class MLP(nnx.Module):
     """Linear layers of `widths`; hidden ones are Linear - BN - ReLU (or Linear - ReLU).
 
     `last_bn`: 'none', 'affine' (BN with scale and bias) or 'plain' (BN without them).
-    Bias rule: a Linear followed by a BN has no bias (the BN's shift replaces it).
+    Bias rule: a Linear followed by a BN has no bias (the BN's shift replaces it); a
+    `use_bias=False` MLP has none anywhere (the official MoCo v3's `bias=False` Linears).
+    Weights and biases start as torch.nn.Linear's default, U(+-1/sqrt(fan_in)).
     """
 
     def __init__(
@@ -27,6 +41,7 @@ class MLP(nnx.Module):
         *,
         hidden_bn: bool = True,
         last_bn: str = "none",
+        use_bias: bool = True,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -41,8 +56,9 @@ class MLP(nnx.Module):
                 nnx.Linear(
                     n_in,
                     n_out,
-                    use_bias=not has_bn,
+                    use_bias=use_bias and not has_bn,
                     kernel_init=_linear_init,
+                    bias_init=torch_bias_init(n_in),
                     dtype=dtype,
                     rngs=rngs,
                 )

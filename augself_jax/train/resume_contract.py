@@ -48,9 +48,24 @@ def contract(config: ml_collections.ConfigDict, num_steps: int) -> dict[str, Any
     return kept
 
 
+def implied(recorded: dict[str, Any]) -> dict[str, Any]:
+    """Fields added with a change of architecture, set to what a checkpoint recorded before
+    them was trained with, so that `changes` refuses it in the contract's one line. Before
+    `method.mocov3_predictor_end`, MoCo v3's ResNet predictor ended in a Linear with a bias
+    (the official one has none): its parameters no longer fit the model."""
+    if (recorded.get("method.name") == "mocov3"
+            and "method.mocov3_predictor_end" not in recorded
+            and not str(recorded.get("model.backbone", "")).startswith("vit")):
+        return {"method.mocov3_predictor_end": "linear with a bias (the code before the "
+                                               "official bias-free predictor)"}
+    return {}
+
+
 def changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(field, recorded value, current value) for each recorded field that differs. A field
-    the checkpoint did not record (one added to the code since) cannot be compared."""
+    the checkpoint did not record (one added to the code since) cannot be compared, unless
+    `implied` knows what the code before it did."""
+    recorded = {**implied(recorded), **recorded}
     return [(k, v, current.get(k, "(absent)")) for k, v in sorted(recorded.items())
             if current.get(k, "(absent)") != v]
 
@@ -65,10 +80,15 @@ def check_resume(meta: dict, current: dict[str, Any], step: int,
     found = changes(recorded, current)
     if not found:
         return
-    shown = ", ".join(f"{k} {json.dumps(old)} -> {json.dumps(new)}"
-                      for k, old, new in found[:_SHOWN])
+    shown = ", ".join(f"{k} {json.dumps(old)} -> {json.dumps(new)}" + (
+        " (steps, from total_steps or num_epochs)" if k == SCHEDULE_LENGTH else "")
+        for k, old, new in found[:_SHOWN])
     more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+    # total_steps and num_epochs are safe only while the schedule length stays: never list
+    # them as plainly safe next to a refused schedule_length.
+    free = [f for f in SAFE_TO_CHANGE if f not in ("total_steps", "num_epochs")]
     raise ConfigError(
         f"resume: the checkpoint at step {step} in {directory} was trained with a different "
         f"config: {shown}{more}. Rerun with the old values, or start fresh with a new "
-        f"--workdir (safe to change on resume: {', '.join(SAFE_TO_CHANGE)})")
+        f"--workdir (safe to change on resume: {', '.join(free)}; total_steps and num_epochs "
+        "only where they give the same schedule length)")
