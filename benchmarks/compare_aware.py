@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import common  # noqa: E402
 
-ARMS = {  # name: (method, variant)
+ARMS = {  # name: (method, variant[, config overrides]); an arm's plain counterpart is its
+    # method's plain arm
     "simclr": ("simclr", "plain"),
     "simclr+augself": ("simclr", "augself"),
     "simclr+cassle": ("simclr", "cassle"),
@@ -49,7 +50,18 @@ ARMS = {  # name: (method, variant)
     # The reference point: the same backbone as initialised, never trained (the colour
     # setting does not touch it). What an objective keeps or discards shows against it.
     "untrained": ("simclr", "untrained"),
+    # AugSelf's colour head regressing (sin, cos) of the hue difference instead of the line.
+    "simclr+augself_circular": ("simclr", "augself", {"augself.color_target": "circular"}),
+    # CASSLE with fewer descriptor keys or another conditioning mode (the default keys are
+    # blur, color, color_diff, crop, gray in proj-cat): which key carries colour back in.
+    "simclr+cassle_no_color_diff": ("simclr", "cassle",
+                                    {"cassle.descriptor_keys": "blur,color,crop,gray"}),
+    "simclr+cassle_no_colour": ("simclr", "cassle", {"cassle.descriptor_keys": "blur,crop,gray"}),
+    "simclr+cassle_crop": ("simclr", "cassle", {"cassle.descriptor_keys": "crop"}),
+    "simclr+cassle_raw": ("simclr", "cassle", {"cassle.mode": "raw"}),
 }
+VARIANT_ARMS = ("simclr+augself_circular", "simclr+cassle_no_color_diff",
+                "simclr+cassle_no_colour", "simclr+cassle_crop", "simclr+cassle_raw")
 
 DEFAULT_ARMS = ("simclr", "simclr+augself", "simclr+cassle", "supervised", "supervised+augself",
                 "untrained")
@@ -103,9 +115,12 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir (None: the TFDS default).")
 def arm_config(arm: str, seed: int, colour: str):
     """The shapes-preset config of one run: the preset's recipe for every arm; arms differ
     only in method and variant."""
-    method, variant = ARMS[arm]
+    method, variant, *overrides = ARMS[arm]
     c = common.experiment("shapes", method, augself=variant == "augself",
                           cassle=variant == "cassle")
+    for field, setting in (overrides[0] if overrides else {}).items():
+        section, name = field.split(".")
+        c[section][name] = setting
     c.seed = seed
     c.aug.update(COLOURS[colour])
     c.total_steps = FLAGS.steps
@@ -217,8 +232,9 @@ def differences_table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
     head = "| colour | difference | " + " | ".join(c[0] for c in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for (arm, colour), per_seed in runs.items():
-        method, variant = ARMS[arm]
-        plain = next((a for a, (m, v) in ARMS.items() if m == method and v == "plain"), None)
+        method, variant = ARMS[arm][:2]
+        plain = next((a for a, (m, v, *_) in ARMS.items() if m == method and v == "plain"),
+                     None)
         if variant not in ("augself", "cassle") or (plain, colour) not in runs:
             continue
         cells = []
@@ -253,7 +269,8 @@ def main(argv) -> None:
 
     app_lib.hide_accelerators_from_tensorflow()
     app_lib.quiet_library_logs()
-    arms = list(ARMS) if FLAGS.arms == ["all"] else FLAGS.arms
+    arms = ([a for a in ARMS if a not in VARIANT_ARMS] if FLAGS.arms == ["all"]
+            else FLAGS.arms)
     for flag, given, allowed in (("arms", arms, ARMS), ("colours", FLAGS.colours, COLOURS)):
         unknown = sorted(set(given) - set(allowed))
         if unknown:

@@ -84,5 +84,35 @@ def _check_arm_configs():
 def test_every_arm_maps_to_a_known_method_and_variant():
     from augself_jax.methods.registry import names
 
-    for method, variant in compare_aware.ARMS.values():
+    for method, variant, *_ in compare_aware.ARMS.values():
         assert method in names() and variant in ("plain", "augself", "cassle", "untrained")
+
+
+def test_variant_arms_change_only_their_override(tmp_path):
+    compare_aware.FLAGS(["compare_aware.py", f"--out={tmp_path}", "--steps=150"])
+    try:
+        default = compare_aware.arm_config("simclr+cassle", 0, "hue_circle")
+        assert default.cassle.descriptor_keys == "blur,color,color_diff,crop,gray"
+        for arm, field, expected in (
+                ("simclr+cassle_no_color_diff", "descriptor_keys", "blur,color,crop,gray"),
+                ("simclr+cassle_no_colour", "descriptor_keys", "blur,crop,gray"),
+                ("simclr+cassle_crop", "descriptor_keys", "crop"),
+                ("simclr+cassle_raw", "mode", "raw")):
+            c = compare_aware.arm_config(arm, 0, "hue_circle")
+            assert c.cassle[field] == expected and c.cassle.enabled
+            c.cassle[field] = default.cassle[field]
+            assert c.to_dict() == default.to_dict(), arm  # nothing else differs
+        circular = compare_aware.arm_config("simclr+augself_circular", 0, "hue_circle")
+        assert circular.augself.color_target == "circular" and circular.total_steps == 150
+    finally:
+        compare_aware.FLAGS.unparse_flags()
+
+
+def test_a_variant_arm_is_paired_with_its_methods_plain_arm():
+    plain = [_records(90, 60), _records(80, 50)]
+    variant = [_records(60, 10), _records(70, 30)]
+    runs = {("simclr", "hue_circle"): plain, ("simclr+cassle_crop", "hue_circle"): variant}
+    rows = compare_aware.differences_table(runs).splitlines()[2:]
+    assert len(rows) == 1 and "simclr+cassle_crop − simclr" in rows[0]
+    # shape differences -30, -10: mean -20
+    assert "| -20.0 [" in rows[0]
