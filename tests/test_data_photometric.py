@@ -221,3 +221,91 @@ def test_jitter_equals_the_four_ops_in_each_of_the_24_orders():
         np.testing.assert_allclose(got[i], want[i], atol=1e-5, err_msg=str(orders[i]))
     off = np.asarray(color.color_jitter(x, factors, orders, np.zeros(24, np.float32)))
     np.testing.assert_array_equal(off, x)  # not applied: untouched
+
+
+# Today's chain against the chain before it was made cheaper in bytes accessed (issue 25:
+# blur as matrix products, jitter on planes, one-select solarize), kept in
+# benchmarks/photometric_before.py. Stated tolerance: float32, 1e-5 on pixels in [0, 1]
+# and 1e-6 on `color_mean_shift` (float rounding: the formulas are the same, the order of
+# the sums is not); bfloat16 compute (the blur's products), 1e-2 on pixels and the
+# record unchanged (the jitter stays float32).
+CHAIN_ATOL, SHIFT_ATOL, BF16_ATOL = 1e-5, 1e-6, 1e-2
+
+
+def _before():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import photometric_before
+
+    return photometric_before
+
+
+def _random_record(rng, n):
+    return {
+        "color": np.stack([rng.uniform(0.2, 1.8, n), rng.uniform(0.2, 1.8, n),
+                           rng.uniform(0.2, 1.8, n), rng.uniform(-0.5, 0.5, n)],
+                          1).astype(np.float32),
+        "color_order": np.argsort(rng.uniform(size=(n, 4)), -1).astype(np.int32),
+        "color_applied": (rng.uniform(size=n) < 0.8).astype(np.float32),
+        "gray": (rng.uniform(size=n) < 0.3).astype(np.float32),
+        "blur": np.where(rng.uniform(size=n) < 0.6, rng.uniform(0.1, 2.0, n),
+                         0.0).astype(np.float32),
+        "solarize": np.where(rng.uniform(size=n) < 0.3, rng.uniform(size=n),
+                             1.0).astype(np.float32),
+        "color_mean_shift": np.zeros((n, 3), np.float32),
+        "crop": rng.uniform(size=(n, 4)).astype(np.float32),
+        "flip": (rng.uniform(size=n) < 0.5).astype(np.float32),
+        "rotation": rng.integers(0, 4, n).astype(np.int32),
+    }
+
+
+@pytest.mark.parametrize("size,kernel", [(24, 23), (20, 9)])
+def test_chain_matches_the_chain_before_within_the_stated_tolerance(size, kernel):
+    rng = np.random.default_rng(5)
+    n = 16
+    views = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    params = _random_record(rng, n)
+    before = _before()
+    old_x, old_rec = jax.jit(lambda v, p: before.apply_photometric(v, p, blur_kernel=kernel))(
+        views, params)
+    new_x, new_rec = jax.jit(lambda v, p: ph.apply_photometric(v, p, blur_kernel=kernel))(
+        views, params)
+    np.testing.assert_allclose(new_x, old_x, atol=CHAIN_ATOL)
+    np.testing.assert_allclose(new_rec["color_mean_shift"], old_rec["color_mean_shift"],
+                               atol=SHIFT_ATOL)
+    assert float(np.abs(np.asarray(old_rec["color_mean_shift"])).max()) > 1e-3  # not vacuous
+    for key, value in params.items():  # the shipped record passes through bit for bit
+        if key != "color_mean_shift":
+            np.testing.assert_array_equal(new_rec[key], value, err_msg=key)
+    # bfloat16 compute changes the blurred pixels within its tolerance, nothing else.
+    bf_x, bf_rec = jax.jit(lambda v, p: ph.apply_photometric(
+        v, p, blur_kernel=kernel, compute_dtype="bfloat16"))(views, params)
+    assert bf_x.dtype == jnp.float32
+    np.testing.assert_allclose(bf_x, old_x, atol=BF16_ATOL)
+    unblurred = params["blur"] == 0
+    np.testing.assert_array_equal(np.asarray(bf_x)[unblurred], np.asarray(new_x)[unblurred])
+    for key in new_rec:
+        np.testing.assert_array_equal(bf_rec[key], new_rec[key], err_msg=key)
+
+
+def test_blur_matrices_fold_the_reflect_padding_in():
+    sigma = jnp.array([0.7, 2.0, 0.0])
+    m = np.asarray(blur.reflect_blur_matrices(sigma, 6, 5))
+    np.testing.assert_allclose(m.sum(axis=2), 1.0, atol=1e-6)  # each output's weights
+    np.testing.assert_array_equal(m[2], np.eye(6))  # sigma 0: the identity
+    # Row 0 by hand: taps at -2, -1, 0, 1, 2 land on pixels 2, 1, 0, 1, 2 (reflect).
+    t = np.exp(-np.arange(-2, 3) ** 2 / (2 * 0.7**2))
+    t /= t.sum()
+    np.testing.assert_allclose(m[0, 0, :3], [t[2], t[1] + t[3], t[0] + t[4]], atol=1e-6)
+    np.testing.assert_array_equal(m[0, 0, 3:], 0.0)
+
+
+def test_blur_of_a_non_square_view_matches_numpy():
+    x = _images(n=2, size=12)[:, :, :9]  # 12 x 9
+    sig = np.array([1.1, 1.7], np.float32)
+    got = np.asarray(blur.gaussian_blur(jnp.asarray(x), jnp.asarray(sig), kernel_size=7))
+    for i in range(2):
+        np.testing.assert_allclose(got[i], np_blur(x[i].astype(np.float64), float(sig[i]), 7),
+                                   atol=ATOL)

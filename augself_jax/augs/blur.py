@@ -2,6 +2,8 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from augself_jax.augs.core import (
     DEVICE,
@@ -33,21 +35,54 @@ def gaussian_kernels(sigma: jax.Array, kernel_size: int) -> jax.Array:
     return w / jnp.sum(w, axis=1, keepdims=True)
 
 
-def gaussian_blur(x: jax.Array, sigma: jax.Array, *, kernel_size: int) -> jax.Array:
-    """Separable Gaussian blur with reflect padding where sigma > 0.
+def reflect_blur_matrices(sigma: jax.Array, size: int, kernel_size: int,
+                          dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    """[B, size, size]: row i holds the weights of output pixel i on each input pixel of
+    one image axis, the reflect padding folded in; the identity where sigma is 0.
+
+    A reflected tap adds its weight to the pixel it mirrors, so `A @ column` is the
+    padded convolution without a padded copy of the image.
+    """
+    w = gaussian_kernels(sigma, kernel_size)
+    # The identity where sigma is 0: no NaN or Inf can leak in from an unused kernel.
+    w = jnp.where((sigma > 0)[:, None], w, jax.nn.one_hot(kernel_size // 2, kernel_size))
+    radius = kernel_size // 2
+    source = np.arange(size)[:, None] + np.arange(kernel_size)[None] - radius
+    source = np.abs(source)
+    source = np.where(source > size - 1, 2 * (size - 1) - source, source)  # [size, taps]
+    taps = jnp.asarray(source, jnp.int32)[:, :, None] == lax.iota(jnp.int32, size)
+    matrices = jnp.einsum("bt,itj->bij", w, taps.astype(jnp.float32),
+                          precision=lax.Precision.HIGHEST)
+    return matrices.astype(dtype)
+
+
+def gaussian_blur(x: jax.Array, sigma: jax.Array, *, kernel_size: int,
+                  dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    """Separable Gaussian blur with reflect padding where sigma > 0 (x [B, H, W, C]).
 
     Written here rather than pix.gaussian_blur, which pads with zeros (darkening the
-    border) and takes one sigma for the whole batch.
+    border) and takes one sigma for the whole batch. Each pass is one batched matrix
+    product with the reflect-padded kernel as a banded [size, size] matrix per example
+    (`reflect_blur_matrices`): the image is read once and written once per pass, in its
+    own layout, where the kernel_size shifted copies of a padded image were read before
+    (bytes accessed bound this op on an accelerator, not FLOPs). Where sigma is 0 x is
+    returned as it is.
+
+    `dtype`: the products' input dtype (bfloat16 where the model computes in bfloat16),
+    accumulated in float32; float32 products run at full float32 precision.
     """
-    radius = kernel_size // 2
-    w = gaussian_kernels(sigma, kernel_size)
-    h_img, w_img = x.shape[1], x.shape[2]
-    xp = jnp.pad(x, ((0, 0), (radius, radius), (0, 0), (0, 0)), mode="reflect")
-    rows = sum(w[:, t, None, None, None] * xp[:, t:t + h_img] for t in range(kernel_size))
-    rp = jnp.pad(rows, ((0, 0), (0, 0), (radius, radius), (0, 0)), mode="reflect")
-    out = sum(w[:, t, None, None, None] * rp[:, :, t:t + w_img] for t in range(kernel_size))
+    if x.shape[1] != x.shape[2]:
+        rows_m = reflect_blur_matrices(sigma, x.shape[1], kernel_size, dtype)
+        cols_m = reflect_blur_matrices(sigma, x.shape[2], kernel_size, dtype)
+    else:  # square views: one matrix for both axes
+        rows_m = cols_m = reflect_blur_matrices(sigma, x.shape[1], kernel_size, dtype)
+    full = lax.Precision.HIGHEST
+    rows = jnp.einsum("bij,bjwc->biwc", rows_m, x.astype(dtype), precision=full,
+                      preferred_element_type=jnp.float32)
+    out = jnp.einsum("bij,bhjc->bhic", cols_m, rows.astype(dtype), precision=full,
+                     preferred_element_type=jnp.float32)
     out = jnp.clip(out, 0.0, 1.0)  # the weights sum to 1 only up to rounding
-    return jnp.where(sigma[:, None, None, None] > 0, out, x)
+    return jnp.where(sigma[:, None, None, None] > 0, out, x)  # bfloat16 would round x
 
 
 def blur_value(params: dict, ranges, reference: bool) -> jax.Array:
@@ -74,8 +109,8 @@ BLUR = register(Augmentation(
     draws=(("blur_applied", 1), ("blur", 1)),
     record=(Field("blur", (), "float32", (0.0,)),),
     sample=_sample,
-    op=lambda x, p, *, blur_kernel, **_: (gaussian_blur(x, p["blur"], kernel_size=blur_kernel),
-                                          {}),
+    op=lambda x, p, *, blur_kernel, compute_dtype="float32", **_: (
+        gaussian_blur(x, p["blur"], kernel_size=blur_kernel, dtype=compute_dtype), {}),
     prob_field="blur_prob", check=_check,
     caption=lambda rec, i: f"blur {rec['blur'][i]:.2f}",
     augself=AugSelfTarget(1, "mse", lambda pa, pb, ranges, reference: (

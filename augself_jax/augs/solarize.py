@@ -1,6 +1,5 @@
 """Solarize (the reference's `stl10_sol`), on the device, right after the colour jitter."""
 
-import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
@@ -23,9 +22,10 @@ def _sample(u, aug, height, width):
 
 def solarize(x: jax.Array, threshold: jax.Array) -> jax.Array:
     """Invert pixels >= threshold. A threshold of 1 means 'not applied' in the record, so
-    (unlike a bare pix.solarize) pixels equal to 1 are left alone then."""
+    (unlike a bare pix.solarize) pixels equal to 1 are left alone then. One select, not
+    pix.solarize's select inside another (each a pass over the image)."""
     t = threshold[:, None, None, None]
-    return jnp.where(t < 1.0, pix.solarize(x, t), x)
+    return jnp.where((t < 1.0) & (x >= t), 1.0 - x, x)
 
 
 def _target(pa, pb, ranges, reference):
