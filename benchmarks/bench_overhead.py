@@ -6,17 +6,17 @@ optimizer update, momentum targets; train/step.py) of every registered method pl
 reused every step (so the input pipeline is excluded), and prints the wall-clock ratios
 beside XLA's FLOP ratios (benchmarks/bench_cost.py), which need no quiet machine. The
 default run is short (tiny ResNet-18 on 32 px images); for the papers' setting use e.g.
-`--backbone=resnet18 --stem=imagenet --width=64 --image_size=96 --batch=256 --no-small_heads`.
+`--backbone=resnet18 --stem=imagenet --width=64 --image_size=96 --batch=256 --nosmall_heads`.
 
   python benchmarks/bench_overhead.py [--methods=simclr,byol] [--steps=10]
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import jax
+from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,23 +51,25 @@ def time_step(config, host_batch: dict, steps: int, repeats: int) -> float:
     return best
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default="", help="comma-separated; default: every method")
-    p.add_argument("--backbone", default="resnet18", choices=BACKBONES)
-    p.add_argument("--patch_size", type=int, default=16, help="ViTs only")
-    p.add_argument("--vit_depth", type=int, default=0, help="ViTs: 0 keeps the 12 blocks")
-    p.add_argument("--stem", default="cifar", choices=("imagenet", "cifar"))
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--small_heads", action=argparse.BooleanOptionalAction, default=True,
-                   help="512/128 projector widths instead of each method's reference widths")
-    args = p.parse_args()
-    methods = tuple(m for m in args.methods.split(",") if m) or method_names()
+flags.DEFINE_list("methods", [], "Methods to time (default: every registered method).")
+flags.DEFINE_enum("backbone", "resnet18", list(BACKBONES), "Backbone of every method.")
+flags.DEFINE_integer("patch_size", 16, "Patch side of a ViT backbone (ViTs only).")
+flags.DEFINE_integer("vit_depth", 0, "Blocks of a ViT backbone (0 keeps its 12).")
+flags.DEFINE_enum("stem", "cifar", ["imagenet", "cifar"], "ResNet stem.")
+flags.DEFINE_integer("width", 16, "Base width of the ResNet.")
+flags.DEFINE_integer("image_size", 32, "Side of the synthetic images (px).")
+flags.DEFINE_integer("batch", 32, "Global batch.")
+flags.DEFINE_string("dtype", "float32", "model.dtype (the compute dtype).")
+flags.DEFINE_integer("steps", 5, "Steps per timed run.")
+flags.DEFINE_integer("repeats", 3, "Timed runs; the best is kept.")
+flags.DEFINE_bool("small_heads", True,
+                  "512/128 projector widths instead of each method's reference widths.")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS
+    methods = tuple(args.methods) or method_names()
     host_batch = synthetic_batch(args.batch, args.image_size)
     print(f"device={jax.devices()[0].device_kind} backbone={args.backbone}/{args.stem} "
           f"width={args.width} image={args.image_size} batch={args.batch} dtype={args.dtype}")
@@ -90,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -33,6 +33,20 @@ _SOURCES = flags.DEFINE_list("sources", ["stl10", "imagenet"],
                               "stl10: 96x96 PNG to 96 px; imagenet: 500x375 JPEG to 224 px.")
 _DEVICE = flags.DEFINE_bool("device_part", True, "Also time the device-side photometric ops.")
 _DISTINCT = 64  # distinct source images, cycled
+# Fewer batches per measurement and the rates time tf.data's start-up and the batches the
+# previous measurement prefetched, not the steady state: "rec cost" then means nothing.
+MIN_BATCHES = 4
+
+
+def few_batches_warning(num_examples: int, batch: int) -> str | None:
+    """The warning line when a measurement is too short for its rates to mean anything."""
+    batches = num_examples // batch
+    if batches >= MIN_BATCHES:
+        return None
+    return (f"warning: {num_examples} examples are {batches} batch(es) of {batch} per "
+            f"measurement, fewer than {MIN_BATCHES}: the rates time start-up and prefetch, so "
+            f"'rec cost' and 'vs bare' below are not meaningful; pass "
+            f"--num_examples={MIN_BATCHES * batch} or more")
 
 
 def _sources(kind: str):
@@ -165,6 +179,9 @@ def main(argv):
     print(f"host part: {threads} tf.data thread(s), batch {_BATCH.value}, "
           f"{_NUM.value} examples per measurement, {_CLOCK.value} clock; rates are two-view "
           "examples/s/core")
+    warning = few_batches_warning(_NUM.value, _BATCH.value)
+    if warning:
+        print(warning, flush=True)
     print(f"{'source':<24}{'out':>5}{'bare':>9}{'no rec':>9}{'record':>9}"
           f"{'rec cost':>10}{'vs bare':>9}")
     for kind, size in (("stl10", 96), ("imagenet", 224)):
