@@ -2,8 +2,8 @@
 either as synthetic numpy arrays (timing) or as abstract shapes (cost analysis).
 
 The batch has the layout the train step consumes (train/step.py STEP_KEYS): uint8 views
-and the METHOD.md parameter record per view, so the photometric ops run inside the step
-exactly as in training.
+and the parameter record per view (docs/METHOD.md section 1), so the photometric ops run
+inside the step exactly as in training.
 """
 
 import sys

@@ -22,7 +22,7 @@ PRESETS = ("stl10", "imagenet100", "imagenet1k", "cifar10", "shapes", "stl10_sol
 # `--dataset stl10_sol` / `stl10_rot`: STL-10 with an extra op at probability 0.5).
 VARIANTS = {"stl10_sol": ("stl10", "solarize_prob"), "stl10_rot": ("stl10", "rotation_prob")}
 
-# The augmentations AugSelf can predict (METHOD.md section 2) and the keys CASSLE can
+# The augmentations AugSelf can predict (docs/METHOD.md section 2) and the keys CASSLE can
 # describe (section 3): whatever the augmentation registry (augself_jax/augs) holds.
 AUGSELF_KEYS = tuple(e.name for e in augs.augself_entries())
 CASSLE_KEYS = tuple(sorted(augs.descriptors()))
@@ -53,7 +53,7 @@ def data_config(preset: str) -> ml_collections.ConfigDict:
 
 
 def aug_config(preset: str) -> ml_collections.ConfigDict:
-    """The two-view augmentation chain of METHOD.md section 1: every registered
+    """The two-view augmentation chain of docs/METHOD.md section 1: every registered
     augmentation's fields and defaults (each documented in its augself_jax/augs module)."""
     c = ml_collections.ConfigDict(augs.config_defaults())
     if preset in IMAGENET_PRESETS:
@@ -77,7 +77,7 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
 
 
 def method_config() -> ml_collections.ConfigDict:
-    """Base-method hyperparameters (METHOD.md section 4). The fields every method may read are
+    """Base-method hyperparameters (docs/METHOD.md section 4). The fields every method may read are
     here; each method's own fields (e.g. `moco_momentum`, `byol_tau_base`) and their
     defaults come from its module's registry entry."""
     from augself_jax.methods import registry
@@ -120,7 +120,8 @@ def cassle_config() -> ml_collections.ConfigDict:
 
 
 def optimizer_config(preset: str) -> ml_collections.ConfigDict:
-    """METHOD.md section 4: the reference's SGD by default; LARS and AdamW for large batches."""
+    """docs/METHOD.md section 4: the reference's SGD by default; LARS and AdamW for large
+    batches."""
     c = ml_collections.ConfigDict()
     c.name = "sgd"  # sgd | lars | adamw
     c.base_lr = 0.05 if preset == "imagenet100" else 0.03  # lr = base_lr * batch / 256

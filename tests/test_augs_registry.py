@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_builtin_registry_matches_method_md():
     assert [e.name for e in augs.chain(augs.HOST)] == ["crop", "flip", "rotation"]
-    # METHOD.md's order: jitter, solarize (right after it), grayscale, blur.
+    # docs/METHOD.md's order (section 1): jitter, solarize (right after it), grayscale, blur.
     assert [e.name for e in augs.chain(augs.DEVICE)] == ["color", "solarize", "gray", "blur"]
     assert set(augs.record_keys()) == {"crop", "flip", "color", "color_applied",
                                        "color_order", "color_mean_shift", "gray", "blur",

@@ -61,7 +61,7 @@ def build(config, seed: int = 0) -> nnx.Module:
 
 
 def record(rng: np.random.Generator, b: int) -> dict:
-    """A random parameter record of the contract's shapes (METHOD.md section 1)."""
+    """A random parameter record of the contract's shapes (docs/METHOD.md section 1)."""
     applied = rng.integers(0, 2, b).astype(np.float32)
     color = np.where(applied[:, None] > 0, rng.uniform(0.6, 1.4, (b, 4)), [1, 1, 1, 0])
     color[:, 3] = np.where(applied > 0, rng.uniform(-0.1, 0.1, b), 0.0)

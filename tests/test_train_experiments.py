@@ -45,7 +45,7 @@ def test_two_real_steps(name):
     for metrics in history:
         assert set(metrics) == expected, (name, sorted(metrics))
         assert all(np.isfinite(v) for v in metrics.values()), metrics
-        # The total is the method's loss plus each head's weighted term (METHOD.md).
+        # The total is the method's loss plus each head's weighted term (docs/METHOD.md section 2).
         total = metrics["ssl_loss"] + sum(config.augself[h.split("/")[1]] * metrics[h]
                                           for h in heads)
         assert metrics["loss"] == pytest.approx(total, rel=1e-5, abs=1e-6)

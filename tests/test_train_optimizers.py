@@ -1,4 +1,4 @@
-"""Optimizers and schedules against hand-written NumPy formulas (METHOD.md section 4)."""
+"""Optimizers and schedules against hand-written NumPy formulas (docs/METHOD.md section 4)."""
 
 import math
 

@@ -16,7 +16,8 @@ from augself_jax.augs.core import (
 )
 from augself_jax.errors import ConfigError
 
-# METHOD.md's luma weights; dm-pix's rec601 (and the contrast op's) red weight is 0.2989.
+# The luma weights of docs/METHOD.md section 1; dm-pix's rec601 (and the contrast op's)
+# red weight is 0.2989.
 LUMA = (0.299, 0.587, 0.114)
 
 

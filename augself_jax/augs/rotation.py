@@ -1,6 +1,6 @@
 """Rotation by k quarter turns (the reference's `stl10_rot`), on the host.
 
-METHOD.md rotates last; a quarter turn commutes with every photometric op, so it runs
+docs/METHOD.md section 1 rotates last; a quarter turn commutes with every photometric op, so it runs
 here with the other geometric ops and ships rotated pixels."""
 
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""AugSelf (METHOD.md section 2): heads that predict the parameter difference of two views.
+"""AugSelf (docs/METHOD.md section 2): heads that predict the parameter difference of two views.
 
 The targets, head sizes and losses are the registry's (`augself_jax.augs`)."""
 

@@ -1,4 +1,4 @@
-"""CASSLE (METHOD.md section 3): a projector conditioned on each view's own augmentation
+"""CASSLE (docs/METHOD.md section 3): a projector conditioned on each view's own augmentation
 parameters."""
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""Host-side half of the two-view chain (METHOD.md section 1), in TensorFlow for tf.data.
+"""Host-side half of the two-view chain (docs/METHOD.md section 1), in TensorFlow for tf.data.
 
 Every parameter of every registered augmentation (geometric and photometric) is drawn
 here, statelessly, from a seed derived from (global seed, epoch, example index, view).
@@ -69,7 +69,7 @@ def sample_params(u: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
     """Every parameter of the chain (of one stage's ops, if `stage`) for V views at once,
     from float64 uniforms u [V, NUM_UNIFORMS].
 
-    Returns the METHOD.md record (batched over V; device-filled keys as their identity)
+    Returns the docs/METHOD.md record (batched over V; device-filled keys as their identity)
     plus host-only extras such as `crop_px`, the integer crop box the crop op uses.
     """
     u32 = tf.cast(u, tf.float32)  # once: the per-example op count is the host's cost
@@ -161,7 +161,7 @@ def unpack(packed: np.ndarray) -> dict[str, np.ndarray]:
     for f in augs.record_fields():
         if f.on_device:
             out[f.key] = np.broadcast_to(np.asarray(f.identity, f.dtype), lead + f.shape).copy()
-    return {f.key: out[f.key] for f in augs.record_fields()}  # METHOD.md's key order
+    return {f.key: out[f.key] for f in augs.record_fields()}  # docs/METHOD.md's key order
 
 
 class _OneView(dict):

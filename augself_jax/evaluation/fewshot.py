@@ -1,4 +1,4 @@
-"""N-way K-shot episodes on frozen features (EVALUATION.md, few-shot).
+"""N-way K-shot episodes on frozen features (docs/EVALUATION.md section 3).
 
 Per episode: a logistic regression with C = 1 (summed cross-entropy + ||theta||^2 / 2,
 the bias penalised as liblinear in the reference does) on the support set's raw features,

@@ -52,7 +52,7 @@ def constant_lr(config) -> tuple[str, ...]:
 
 def recipe(config) -> None:
     if config.preset in ("imagenet100", "imagenet1k"):
-        config.method.simsiam_proj_layers = 3  # METHOD.md: 2 on small data, 3 at ImageNet scale
+        config.method.simsiam_proj_layers = 3  # docs/METHOD.md section 4
 
 
 METHOD = Method(

@@ -1,7 +1,7 @@
 """The kNN monitor during pretraining: 1-NN with cosine similarity, the labelled train split
-as memory and the test split as queries (EVALUATION.md, as the reference). The features and
-the accuracy come from the evaluation's own FeatureExtractor and `knn` protocol, so the
-monitor's number is evaluate.py's `top1_k1` on the pretraining dataset."""
+as memory and the test split as queries (docs/EVALUATION.md section 4, as the reference).
+The features and the accuracy come from the evaluation's own FeatureExtractor and `knn`
+protocol, so the monitor's number is evaluate.py's `top1_k1` on the pretraining dataset."""
 
 import jax
 import ml_collections

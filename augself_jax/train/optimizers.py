@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules (METHOD.md section 4).
+"""Optimizers and learning-rate schedules (docs/METHOD.md section 4).
 
 lr = base_lr * batch / 256, cosine decay to 0 at the last step (stepped per
 optimizer step, not per epoch as the reference), optional linear warm-up.
