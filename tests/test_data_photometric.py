@@ -137,7 +137,7 @@ def test_solarize_threshold_and_not_applied():
 
 
 def _np_chain(x, rec, kernel):
-    """The whole photometric chain in NumPy for one example, in METHOD.md's order:
+    """The whole photometric chain in NumPy for one example (docs/METHOD.md section 1):
     jitter, solarize (right after it, as the reference's stl10_sol), grayscale, blur."""
     before = x.astype(np.float64)
     y = before

@@ -1,4 +1,4 @@
-"""What one augmentation is, and the registry that holds them (METHOD.md sections 1-3).
+"""What one augmentation is, and the registry that holds them (docs/METHOD.md sections 1-3).
 
 An `Augmentation` entry is everything the codebase knows about one augmentation: its
 config fields and their checks, its uniform draws and how they become a parameter record
@@ -17,8 +17,8 @@ from typing import Any
 
 from augself_jax.errors import ConfigError
 
-# Chain positions (METHOD.md section 1): crop, flip, colour jitter, solarize, grayscale,
-# blur, rotation. Rotation commutes with every photometric op here (pixel-wise ops, a
+# Chain positions (docs/METHOD.md section 1): crop, flip, colour jitter, solarize,
+# grayscale, blur, rotation. Rotation commutes with every photometric op here (pixel-wise ops, a
 # global mean, a symmetric separable kernel with reflect padding), so it runs with the
 # other geometric ops on the host.
 HOST, DEVICE = "host", "device"
@@ -108,7 +108,7 @@ def flag_descriptor(key: str) -> Descriptor:
 class Augmentation:
     name: str
     stage: str  # HOST (geometric, tf.data) or DEVICE (photometric, JAX)
-    chain: float  # position in the chain (METHOD.md section 1); ops run in this order
+    chain: float  # position in the chain (docs/METHOD.md section 1); ops run in this order
     defaults: dict[str, Any]  # its config.aug fields and their defaults
     draws: tuple[tuple[str, int], ...]  # named uniform slots: (slot, count)
     record: tuple[Field, ...]

@@ -1,4 +1,5 @@
-"""The transfer datasets of EVALUATION.md: TFDS names, splits, metrics, seeded validation splits.
+"""The transfer datasets of docs/EVALUATION.md section 6: TFDS names, splits, metrics, seeded
+validation splits.
 
 Two registries: `LINEAR` (train / val / test for the linear probe, kNN and the analyses) and
 `FEWSHOT` (one pool of images that episodes are drawn from). MIT-67 and FGVC-Aircraft are not

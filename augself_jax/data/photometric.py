@@ -1,5 +1,5 @@
 """Device-side half of the two-view chain: the registry's DEVICE ops (colour jitter ->
-solarize -> grayscale -> Gaussian blur, METHOD.md section 1) as pure JAX functions of
+solarize -> grayscale -> Gaussian blur, docs/METHOD.md section 1) as pure JAX functions of
 (pixels, recorded parameters), vectorised over the batch and jit-able; and the one
 normalisation every model input goes through.
 """

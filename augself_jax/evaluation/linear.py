@@ -1,4 +1,4 @@
-"""The linear probe of EVALUATION.md: multinomial logistic regression by L-BFGS.
+"""The linear probe of docs/EVALUATION.md section 2: multinomial logistic regression by L-BFGS.
 
 Objective (summed, as the reference): sum_i CE(x_i W + b, y_i) + l2 * (||W||^2 + ||b||^2).
 scikit-learn's `LogisticRegression(C=C)` minimises the same function scaled by 1/n with

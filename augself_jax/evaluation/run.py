@@ -164,7 +164,7 @@ class EvaluationRun:
 
     # -- features of each kind of dataset ------------------------------------------------
     def linear_features(self, d: eds.EvalDataset) -> common.Features:
-        """train / val / test features of a linear dataset (validation as EVALUATION.md)."""
+        """train / val / test features of a linear dataset (docs/EVALUATION.md section 6)."""
         e = self.config.eval
         builder = self.builders[d.tfds_name]
         present = set(builder.info.features)
