@@ -76,7 +76,9 @@ def _fake_builder(columns: dict[str, np.ndarray], image_shape=(4, 4, 3)):
 
 def _count(builder, split, d, **kw):
     batches, num_batches = eval_batches(builder, split, image_size=8, batch_size=16,
-                                        keys=d.label_keys, label_key=d.label_keys[0], **kw)
+                                        keys=d.label_keys,
+                                        label_key=d.label_keys[0] if d.label_keys else None,
+                                        **kw)
     batches = list(batches)
     assert len(batches) == num_batches
     for b in batches:

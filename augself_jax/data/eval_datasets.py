@@ -15,6 +15,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from augself_jax.data.registry import imagenet100_classes
 from augself_jax.errors import ConfigError
 
 
@@ -37,6 +38,15 @@ class EvalDataset:
     keep: tuple[str, tuple[int, ...]] | None = None  # (feature, values) examples to keep
     manual: bool = False  # needs a manual download (MIT-67, Aircraft)
     val_seed: int = 0
+    # Few-shot linear evaluation (the CASSLE reference's flowers-5shot / -10shot): the sweep
+    # trains on `shots` images per class of the train split and the refit on `shots` per
+    # class of train + val, each drawn with eval.val_seed (`few_shot_splits`); 0: all images.
+    shots: int = 0
+    # A class subset by TFDS class name, relabelled 0..n-1 in this order (ImageNet-100).
+    class_names: tuple[str, ...] = ()
+    # Per-image point features (`*_x` / `*_y` pixel coordinates) read beside the labels, in
+    # the evaluation crop's frame (eval_input.points_in_crop): celeb_a's `landmarks`.
+    point_keys: tuple[str, ...] = ()
 
     def task_name(self, label_key: str) -> str:
         return self.name if self.label_keys == ("label",) else f"{self.name}/{label_key}"
@@ -62,6 +72,21 @@ LINEAR: dict[str, EvalDataset] = {d.name: d for d in [
     # TFDS has 5994 training images; the reference's split file holds 4990 + 1000.
     EvalDataset("cub200", "caltech_birds2011", "train", "test", 4994, 1000, 5794, 200),
     EvalDataset("stl10", "stl10", "train", "test", 4500, 500, 8000, 10),
+    # TFDS has 12,000 training images; the AugSelf reference's split file holds 10,800 + 1,200.
+    EvalDataset("dogs", "stanford_dogs", "train", "test", 10800, 1200, 8580, 120),
+    # k images per class (see `shots`), validated on the whole official validation split.
+    EvalDataset("flowers_5shot", "oxford_flowers102", "train", "test", 510, 1020, 6149, 102,
+                metric="class_avg", val_split="validation", shots=5),
+    EvalDataset("flowers_10shot", "oxford_flowers102", "train", "test", 1020, 1020, 6149,
+                102, metric="class_avg", val_split="validation", shots=10),
+    # The pretraining classes of ImageNet-100 (imagenet2012, prepared as for pretraining);
+    # validation is 10% of their training images, as the CASSLE reference's split.
+    EvalDataset("imagenet100", "imagenet2012", "train", "validation", 114021, 12668, 5000, 100,
+                class_names=imagenet100_classes()),
+    # CelebA (aligned, 218 x 178): no class label, the five facial landmarks for the
+    # `landmarks` protocol. Its licence allows non-commercial research use only.
+    EvalDataset("celeba", "celeb_a", "train", "test", 162770, 19867, 19962, 0,
+                val_split="validation", label_keys=(), point_keys=("landmarks",)),
     EvalDataset("shapes", "augself_shapes/32px", "train", "test", 18000, 2000, 5000, 4,
                 label_keys=("shape", "hue", "position", "size")),
     EvalDataset("shapes64", "augself_shapes/64px", "train", "test", 18000, 2000, 5000, 4,
@@ -112,6 +137,40 @@ def object_boxes(split: dict[str, np.ndarray]) -> np.ndarray | None:
 
         return shapes.bounding_box(split)
     return None
+
+
+def class_subset(builder: tfds.core.DatasetBuilder, d: EvalDataset
+                 ) -> tuple[tuple[str, tuple[int, ...]] | None, np.ndarray | None]:
+    """(`keep` for eval_batches, relabel map: TFDS label -> 0..n-1, -1 elsewhere) of a
+    dataset with `class_names`; (d.keep, None) otherwise."""
+    if not d.class_names:
+        return d.keep, None
+    feature = builder.info.features[d.label_keys[0]]
+    ints = np.array([feature.str2int(n) for n in d.class_names], np.int64)
+    relabel = np.full(feature.num_classes, -1, np.int64)
+    relabel[ints] = np.arange(len(ints))
+    return (d.label_keys[0], tuple(int(i) for i in ints)), relabel
+
+
+def per_class_subset(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Sorted indices of `shots` examples of every class in `labels` (all of a smaller
+    class), drawn without replacement: a pure function of (labels, shots, seed)."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(labels == c), min(shots, int(n)), replace=False)
+             for c, n in zip(*np.unique(labels, return_counts=True), strict=True)]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+
+
+def few_shot_splits(train: dict[str, np.ndarray], val: dict[str, np.ndarray],
+                    label_key: str, shots: int, seed: int
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(train, refit) of a few-shot linear dataset, as the CASSLE reference draws them:
+    `shots` per class of train for the sweep, and, independently, `shots` per class of
+    train + val for the refit at the chosen penalty (the sweep validates on all of val)."""
+    pool = {k: np.concatenate([train[k], val[k]]) for k in train}
+    take = lambda d, idx: {k: v[idx] for k, v in d.items()}
+    return (take(train, per_class_subset(train[label_key], shots, seed)),
+            take(pool, per_class_subset(pool[label_key], shots, seed + 1)))
 
 
 def get_linear_dataset(name: str) -> EvalDataset:

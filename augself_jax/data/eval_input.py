@@ -43,6 +43,23 @@ def box_in_crop(box: tf.Tensor, h: tf.Tensor, w: tf.Tensor, size: int) -> tf.Ten
     return tf.clip_by_value(out, 0.0, 1.0)
 
 
+def points_in_crop(points: dict[str, tf.Tensor], h: tf.Tensor, w: tf.Tensor,
+                   size: int) -> tf.Tensor:
+    """Pixel coordinates {name_x: x, name_y: y, ...} in an H x W image as float32 [n], in
+    `points`' order, in the frame of resize_center_crop's output (0 to 1 inside it; not
+    clipped: a point the crop cuts off keeps its position)."""
+    nh, nw, top, left = (tf.cast(v, tf.float32) for v in _crop_geometry(h, w, size))
+    h, w = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    out = []
+    for name, value in points.items():
+        if not name.endswith(("_x", "_y")):
+            raise ValueError(f"point feature '{name}': expected a name ending in _x or _y")
+        value = tf.cast(value, tf.float32)
+        out.append((value * nw / w - left) / size if name.endswith("_x")
+                   else (value * nh / h - top) / size)
+    return tf.stack(out)
+
+
 def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
     """torchvision's Resize(size, BICUBIC) + CenterCrop(size) on a uint8 [H, W, 3] image."""
     shape = tf.shape(image)
@@ -59,8 +76,9 @@ def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
 
 def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: int,
                  batch_size: int, keys: tuple[str, ...], keep: tuple[str, tuple[int, ...]] | None
-                 = None, drop_labels: tuple[int, ...] = (), label_key: str = "label",
-                 process_index: int = 0, process_count: int = 1, max_examples: int = 0
+                 = None, drop_labels: tuple[int, ...] = (), label_key: str | None = "label",
+                 process_index: int = 0, process_count: int = 1, max_examples: int = 0,
+                 point_keys: tuple[str, ...] = ()
                  ) -> tuple[Iterator[dict[str, np.ndarray]], int]:
     """(iterator over host-local batches, number of batches) of one split.
 
@@ -69,6 +87,9 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: i
     `max_examples` > 0 reads only the split's first examples (quick runs, tests). The split
     is read by position from the prepared builder (source.prepared_builder): each process
     reads its own contiguous range, and memory does not grow with the split.
+    `label_key` None: a dataset without class labels (nothing dropped). `point_keys`: dicts
+    of pixel coordinates named `*_x` / `*_y` (celeb_a's `landmarks`), each returned as one
+    float32 vector in the evaluation crop's frame (`points_in_crop`).
     """
     records = source.records(builder, split)
     total = min(len(records), max_examples) if max_examples else len(records)
@@ -77,7 +98,9 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: i
     start = min(total, process_index * per_process)
     stop = min(total, start + per_process)
     features = builder.info.features
-    needed = tuple(dict.fromkeys(("image", *keys, label_key, *(keep[:1] if keep else ()))))
+    needed = tuple(dict.fromkeys(("image", *keys, *point_keys,
+                                  *([label_key] if label_key else []),
+                                  *(keep[:1] if keep else ()))))
     drop = tf.constant(list(drop_labels) or [-1], tf.int64)
     keep_values = tf.constant(list(keep[1]) if keep else [0], tf.int64)
 
@@ -95,7 +118,13 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: i
             if isinstance(features[k], tfds.features.BBoxFeature):  # into the crop's frame
                 out[k] = box_in_crop(out[k], tf.shape(image)[0], tf.shape(image)[1],
                                      image_size)
-        valid = tf.logical_not(tf.reduce_any(tf.cast(ex[label_key], tf.int64) == drop))
+        for k in point_keys:  # in the feature's own key order (decoding sorts them)
+            decoded = features[k].decode_example(ex[k])
+            out[k] = points_in_crop({n: decoded[n] for n in features[k].keys()},
+                                    tf.shape(image)[0], tf.shape(image)[1], image_size)
+        valid = tf.constant(True)
+        if label_key:
+            valid = tf.logical_not(tf.reduce_any(tf.cast(ex[label_key], tf.int64) == drop))
         if keep:
             valid &= tf.reduce_any(tf.cast(ex[keep[0]], tf.int64) == keep_values)
         out["mask"] = valid

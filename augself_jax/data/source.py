@@ -133,11 +133,18 @@ def parse(b: tfds.core.DatasetBuilder, serialized: tf.Tensor, keys: Sequence[str
     import tensorflow as tf
 
     features = b.info.features
-    spec = {}
+    spec, nested = {}, {}
     for k in keys:
-        tensor = features[k].get_serialized_info()
-        spec[k] = tf.io.FixedLenFeature(tensor.shape, tensor.tf_dtype)
-    return tf.io.parse_example(serialized, spec)
+        info = features[k].get_serialized_info()
+        # A dict of scalars (celeb_a's `landmarks`) is stored flat as `k/<name>`.
+        parts = info if isinstance(info, dict) else {None: info}
+        nested[k] = [n for n in parts if n is not None]
+        for n, tensor in parts.items():
+            spec[k if n is None else f"{k}/{n}"] = tf.io.FixedLenFeature(tensor.shape,
+                                                                          tensor.tf_dtype)
+    flat = tf.io.parse_example(serialized, spec)
+    return {k: {n: flat[f"{k}/{n}"] for n in names} if names else flat[k]
+            for k, names in nested.items()}
 
 
 def split_parts(b: tfds.core.DatasetBuilder, split: str) -> list[tuple[str, int]]:

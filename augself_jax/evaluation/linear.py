@@ -179,8 +179,10 @@ def linear_eval(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
                 metric: str = "top1", l2_grid: Sequence[float] = L2_GRID,
                 max_iter: int = 5000, tol: float = 1e-6,
                 mesh: jax.sharding.Mesh | None = None,
-                log: Callable[[str], None] | None = None) -> LinearResult:
-    """The Kornblith et al. protocol: warm-started sweep, selection on val, refit on train+val.
+                log: Callable[[str], None] | None = None,
+                refit: tuple[np.ndarray, np.ndarray] | None = None) -> LinearResult:
+    """The Kornblith et al. protocol: warm-started sweep, selection on val, refit on train+val
+    (on `refit` instead when given: a few-shot dataset's k per class of train + val).
 
     With a mesh (axis 'data'), the feature rows are sharded over its devices.
     """
@@ -199,8 +201,9 @@ def linear_eval(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
         if best is None or value > best[0]:  # strict: ties keep the smaller w, as the reference
             best = (value, float(l2), params)
     best_val, best_l2, params = best
-    xall, yall, wall = _place(np.concatenate([train[0], val[0]]),
-                              np.concatenate([train[1], val[1]]), mesh)
+    if refit is None:
+        refit = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
+    xall, yall, wall = _place(*refit, mesh)
     params, its, _ = _fit_jit(params, xall, yall, wall, jnp.float32(best_l2), max_iter=max_iter,
                               tol=tol, penalize_bias=True)
     test_value = accuracy(predict(params, test[0]), test[1], metric)
@@ -231,12 +234,14 @@ class LinearProbe(common.Evaluator):
 
     def run(self, features: common.Features) -> list[common.Result]:
         train, val, test = (features.splits[s] for s in ("train", "val", "test"))
+        refit = features.splits.get("refit")  # few-shot datasets only
         results = []
         for key in features.label_keys:
             res = linear_eval((train["features"], train[key]), (val["features"], val[key]),
                               (test["features"], test[key]), features.num_classes(key),
                               metric=features.metric, l2_grid=self.l2_grid,
-                              max_iter=self.max_iter, tol=self.tol, mesh=self.mesh)
+                              max_iter=self.max_iter, tol=self.tol, mesh=self.mesh,
+                              refit=None if refit is None else (refit["features"], refit[key]))
             results.append(common.Result(features.task(key), features.metric, res.test,
                                          extra={"l2": res.l2, "val_value": res.val,
                                                 **features.info}))

@@ -140,13 +140,13 @@ class EvaluationRun:
         self.common = {"step": int(self.step), "config_hash": reports.config_hash(self.config)}
 
     def _extract(self, builder, split: str, keys: tuple[str, ...], *, keep=None,
-                 drop_labels=(), label_key="label", keep_images: int = 0):
+                 drop_labels=(), label_key="label", keep_images: int = 0, point_keys=()):
         batches, _ = eval_batches(
             builder, split, image_size=int(self.config.data.image_size),
             batch_size=int(self.config.eval.batch_size) // jax.process_count(), keys=keys,
             keep=keep, drop_labels=drop_labels, label_key=label_key,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            max_examples=int(self.config.eval.max_examples))
+            max_examples=int(self.config.eval.max_examples), point_keys=point_keys)
         collect = _Collect(batches, self.evaluators, keep_images)
         out = self.extractor(self.backbone, collect)
         images = (_first_images(collect.images, keep_images, int(self.config.data.image_size))
@@ -169,8 +169,11 @@ class EvaluationRun:
         builder = self.builders[d.tfds_name]
         present = set(builder.info.features)
         keys = tuple(k for k in d.label_keys + CONTINUOUS_KEYS + eds.BOX_KEYS if k in present)
-        drop = _label_ints(builder, d.label_keys[0], d.drop_label_names)
-        kw = dict(keys=keys, keep=d.keep, drop_labels=drop, label_key=d.label_keys[0])
+        label_key = d.label_keys[0] if d.label_keys else None  # None: celeba (landmarks)
+        drop = _label_ints(builder, label_key, d.drop_label_names) if label_key else ()
+        keep, relabel = eds.class_subset(builder, d)  # ImageNet-100: relabelled 0..99
+        kw = dict(keys=keys, keep=keep, drop_labels=drop, label_key=label_key,
+                  point_keys=d.point_keys)
         t0 = time.time()
         num_images = max([ev.images_needed() for ev in self.evaluators if ev.on == "linear"],
                          default=0)
@@ -185,11 +188,20 @@ class EvaluationRun:
             train = {k: v[tr_idx] for k, v in trainval.items()}
             val = {k: v[va_idx] for k, v in trainval.items()}
             split_info = {"val_seed": int(e.val_seed)}
+        splits = {"train": train, "val": val, "test": test}
+        if d.shots:  # k per class for the sweep, and k per class of train + val for the refit
+            splits["train"], splits["refit"] = eds.few_shot_splits(
+                train, val, label_key, d.shots, int(e.val_seed))
+            train = splits["train"]
+            split_info = {**split_info, "shots": d.shots, "val_seed": int(e.val_seed)}
+        if relabel is not None:
+            for split in splits.values():
+                split[label_key] = relabel[split[label_key]]
         sizes = {"n_train": len(train["features"]), "n_val": len(val["features"]),
                  "n_test": len(test["features"]), **split_info}
         self.log(f"{d.name}: features {train['features'].shape[1]}-d, train {sizes['n_train']}"
                  f" / val {sizes['n_val']} / test {sizes['n_test']} ({time.time() - t0:.0f}s)")
-        return common.Features(d.name, d.label_keys, {"train": train, "val": val, "test": test},
+        return common.Features(d.name, d.label_keys, splits,
                                task_names={k: d.task_name(k) for k in d.label_keys},
                                metric=d.metric, images=test_images, info=sizes)
 
