@@ -110,6 +110,17 @@ def test_console_script_help_lists_its_flags(installed_wheel, script):
     assert "--helpfull" in r.stdout  # absl's own pointer, after the program's flags
 
 
+@pytest.mark.parametrize("script,flags", [
+    ("main.py", HELP_FLAGS["augself-train"]), ("evaluate.py", HELP_FLAGS["augself-evaluate"])])
+def test_checkout_script_help_lists_its_flags(script, flags):
+    """`python main.py --help` in a checkout lists the flags, not only the docstring."""
+    r = _run([sys.executable, script, "--help"], cwd=ROOT)
+    assert r.returncode in (0, 1) and not r.stderr, r.stderr[-3000:]
+    assert r.stdout.startswith(("Pretraining", "Transfer evaluation")), r.stdout[:200]
+    for flag in flags:
+        assert f"  {flag}:" in r.stdout or f"  --[no]{flag[2:]}:" in r.stdout, (flag, r.stdout)
+
+
 def test_installed_train_refuses_a_bad_value_outside_a_checkout(installed_wheel):
     """The README's config name, found in the installed package, validated before anything
     is compiled or written."""
