@@ -3,8 +3,12 @@ and the built-in dataset prepared once per session."""
 
 import os
 
-# Must happen before jax is imported anywhere: sharding tests need 8 devices.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Must happen before jax is imported anywhere: sharding tests need 8 devices. Appended, so
+# a user's own XLA_FLAGS are kept and the device count is still the one the tests assume.
+_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+os.environ["XLA_FLAGS"] = " ".join(
+    [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICE_COUNT_FLAG)]
+    + [f"{_DEVICE_COUNT_FLAG}=8"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402

@@ -96,7 +96,9 @@ def test_bf16_loss_and_gradients_agree_with_float32(method, variant):
     np.testing.assert_array_equal(_flat(params32), _flat(params16))
     assert loss16.dtype == jnp.float32
     assert {x.dtype for x in jax.tree.leaves(grads16)} == {jnp.dtype(jnp.float32)}
-    assert abs(float(loss32) - float(loss16)) < 1e-2
+    # Measured 4e-4 (SimCLR + AugSelf); an NT-Xent computed wholly in bfloat16 is off by
+    # about 7e-3, so the bound sits between the two.
+    assert abs(float(loss32) - float(loss16)) < 2e-3, abs(float(loss32) - float(loss16))
     g32, g16 = _flat(grads32), _flat(grads16)
     assert np.all(np.isfinite(g16))
     rel = np.linalg.norm(g16 - g32) / np.linalg.norm(g32)
@@ -135,3 +137,29 @@ def test_bf16_activations_and_float32_losses_and_statistics():
     assert all(m.dtype == jnp.float32 for m in jax.tree.leaves(metrics))
     assert jax.tree.leaves(stats)
     assert {s.dtype for s in jax.tree.leaves(stats)} == {jnp.dtype(jnp.float32)}
+
+
+def _method_names() -> tuple[str, ...]:
+    from augself_jax.methods import registry
+
+    return registry.names()
+
+
+@pytest.mark.parametrize("method", _method_names())
+def test_bf16_every_methods_losses_are_float32(method):
+    """Every registered method's loss terms (ssl_loss, each AugSelf term, ...) leave the
+    bf16 step in float32, checked term by term from abstract shapes: a float32 AugSelf
+    term would otherwise promote a bfloat16 ssl_loss in the total and hide it."""
+    config = _config(method, "augself", "bfloat16")
+    model = nnx.eval_shape(lambda: _train_model(config))
+    graphdef, state = nnx.split(model)
+
+    def loss_and_metrics(state, batch):
+        return compute_loss(nnx.merge(graphdef, state), prepare_views(config, batch), step=0,
+                            total_steps=10)
+
+    loss, metrics = jax.eval_shape(loss_and_metrics, state, abstract_batch(BATCH, 16))
+    assert "ssl_loss" in metrics or method == "supervised", sorted(metrics)
+    assert loss.dtype == jnp.float32
+    wrong = {k: str(v.dtype) for k, v in metrics.items() if v.dtype != jnp.float32}
+    assert not wrong, wrong

@@ -38,10 +38,11 @@ def config_with(overrides: dict, data_dir: str,
     return config
 
 
-def tiny_config(name: str = "simclr_augself", *, batch: int = 16, steps: int = 4,
-                **method: object) -> ml_collections.ConfigDict:
-    """The smallest config that still runs every part of the method: ResNet-18 of width 4."""
-    c = load_config(name)
+def tiny_config(name: str = "simclr_augself", *, preset: str = "shapes", batch: int = 16,
+                steps: int = 4, **method: object) -> ml_collections.ConfigDict:
+    """The smallest config that still runs every part of the method: ResNet-18 of width 4
+    (`preset` as the config file's argument, e.g. "shapes,vit_small")."""
+    c = load_config(name, preset)
     c.batch_size = batch
     c.total_steps = steps
     c.log_every = 2
