@@ -20,15 +20,17 @@ from test_methods_support import FAST
 from test_train_support import load_config
 
 from augself_jax.errors import ConfigError
+from augself_jax.evaluation.common import registry, split_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = TINY_RUN_CONFIG
 TASKS = {"shapes/shape", "shapes/hue", "shapes/position", "shapes/size"}
-PROTOCOLS = {"linear", "fewshot", "knn", "sensitivity", "probe"}
+PAPERS_ANALYSES = {"localization", "retrieval", "mutual_info", "spectrum"}
 # Evaluation at tiny sizes: every protocol runs, each on a few hundred images.
 QUICK_EVAL = ["--config.eval.max_examples=300", "--config.eval.linear.l2_num=3",
               "--config.eval.fewshot.episodes=10", "--config.eval.fewshot.shots=1",
-              "--config.eval.sensitivity.num_images=32", "--config.eval.batch_size=64"]
+              "--config.eval.sensitivity.num_images=32", "--config.eval.batch_size=64",
+              "--config.eval.mutual_info.steps=50"]
 
 
 def _tiny_config(data_dir):
@@ -128,7 +130,13 @@ def _results(checkout, name):
 def test_evaluate_step_n_runs_every_protocol(evaluated):
     checkout, out = evaluated
     records = _results(checkout, "step1")
-    assert {x["protocol"] for x in records} == PROTOCOLS
+    protocols = set(split_list(_tiny_config(None).eval.protocols))  # the preset's default
+    assert PAPERS_ANALYSES <= protocols
+    assert {x["protocol"] for x in records} == protocols
+    rows = {(x["dataset"], x["protocol"], x["metric"]) for x in records}
+    assert {("shapes", "localization", "mean_iou"), ("shapes", "localization", "iou50"),
+            ("shapes", "mutual_info", "mi_nats"), ("shapes", "spectrum", "alpha")} <= rows
+    assert {(t, "retrieval", m) for t in TASKS for m in ("p@1", "p@5", "p@10", "map")} <= rows
     assert {x["dataset"] for x in records if x["protocol"] == "linear"} == TASKS
     assert {x["dataset"] for x in records if x["protocol"] == "fewshot"} == TASKS
     metrics = {x["metric"] for x in records}
@@ -150,10 +158,12 @@ def test_evaluate_step_n_runs_every_protocol(evaluated):
     eval_dir = os.path.join(checkout, "runs", "step1", "eval")
     with open(os.path.join(eval_dir, "results.md")) as f:
         assert "| shapes/hue | linear | top1 |" in f.read()
-    assert os.path.getsize(os.path.join(eval_dir, "sensitivity_shapes.png")) > 0
+    for figure in ("sensitivity", "retrieval", "spectrum"):
+        assert os.path.getsize(os.path.join(eval_dir, f"{figure}_shapes.png")) > 0
     with open(os.path.join(checkout, "runs", "step1", "eval_config.json")) as f:
         eval_config = json.load(f)
-    assert eval_config["eval"]["max_examples"] == 300 and eval_config["batch_size"] == 128
+    # The eval section as given; the rest is the training's (batch 16, not the preset's 128).
+    assert eval_config["eval"]["max_examples"] == 300 and eval_config["batch_size"] == 16
 
 
 def test_save_features_are_the_step_n_backbone_features(evaluated, shapes_data_dir):
@@ -221,8 +231,8 @@ def test_unknown_protocol_exits_with_one_line(shapes_data_dir, tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("config error:")]
-    assert errors == ["config error: eval.protocols: unknown protocol 'svm'; allowed: fewshot, "
-                      "knn, linear, probe, sensitivity"]
+    assert errors == ["config error: eval.protocols: unknown protocol 'svm'; allowed: "
+                      f"{', '.join(sorted(registry()))}"]
 
 
 def test_wrong_width_no_checkpoint_and_unprepared_datasets(tiny_run, shapes_data_dir,

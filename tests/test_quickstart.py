@@ -12,6 +12,10 @@ import shutil
 import subprocess
 import sys
 
+from test_train_support import load_config
+
+from augself_jax.evaluation.common import split_list
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES_TASKS = {"shapes/shape", "shapes/hue", "shapes/position", "shapes/size"}
 STEPS = 3  # the one override: a shorter schedule
@@ -67,12 +71,18 @@ def test_readme_quickstart_as_written(tmp_path):
         records = json.load(f)
     for protocol in ("linear", "knn"):
         assert {x["dataset"] for x in records if x["protocol"] == protocol} == SHAPES_TASKS
-    assert {x["protocol"] for x in records} == {"linear", "fewshot", "knn", "sensitivity",
-                                                "probe"}
+    # Every protocol of the evaluated config's default, the papers' analyses among them.
+    config_flag = next(a for a in commands[1] if a.startswith("--config="))
+    name, _, preset = config_flag.removeprefix("--config=configs/").partition(".py:")
+    protocols = set(split_list(load_config(name, preset).eval.protocols))
+    assert {"localization", "retrieval"} <= protocols
+    assert {x["protocol"] for x in records} == protocols
+    assert {("shapes", "mean_iou"), ("shapes/hue", "p@10"), ("shapes/position", "p@10")} <= {
+        (x["dataset"], x["metric"]) for x in records}
     probes = {x["metric"] for x in records if x["protocol"] == "probe"}
     assert {"hue_err_deg", "position_r2", "size_r2", "color_hist_r2"} <= probes
     assert all(x["step"] == STEPS for x in records)
-    for name in ("results.md", "sensitivity_shapes.png"):
+    for name in ("results.md", "sensitivity_shapes.png", "retrieval_shapes.png"):
         assert os.path.isfile(os.path.join(workdir, "eval", name))
 
     # The same command again finds the finished run and trains nothing.

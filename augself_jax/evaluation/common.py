@@ -73,12 +73,14 @@ class Context:
 def publish_png(context: Context, filename: str, png: bytes) -> str:
     """A protocol's figure: written to eval_dir/filename (through epath: a gs:// workdir
     keeps it) and, with a writer, to TensorBoard as image `eval/<filename stem>` at the
-    evaluated step. Returns the file's path."""
+    evaluated step. Returns the file's path ('' without an eval_dir: no file written)."""
     import io
 
     import PIL.Image
     from etils import epath
 
+    if not context.eval_dir:
+        return ""
     path = epath.Path(context.eval_dir) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
