@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from test_train_experiments import EXPERIMENTS  # every configs/*.py
 from test_train_support import ROOT, load_config
 
 from augself_jax.app import validate_config
@@ -14,8 +15,6 @@ from augself_jax.errors import ConfigError
 from augself_jax.methods import validate_model_config
 from augself_jax.train.validate import validate_train_config
 
-EXPERIMENTS = ("simclr", "simclr_augself", "simclr_cassle", "moco_augself", "byol_augself",
-               "simsiam_augself", "barlow_cassle", "supervised_augself")
 PRESETS = ("stl10", "imagenet100", "cifar10", "shapes")
 
 
