@@ -6,7 +6,8 @@ targets; train/step.py) is lowered on abstract shapes, so nothing runs and no me
 allocated, and XLA's cost analysis gives its FLOPs and bytes accessed. The ratios to plain
 are the AugSelf / CASSLE overhead on any machine, quiet or not. The photometric share is
 the cost of the device-side photometric ops and normalisation of both views
-(train/step.py prepare_views) over the whole step's.
+(train/step.py prepare_views) over the whole step's; the row after it is the same chain as
+it was before it was made cheaper in bytes accessed (issue 25; photometric_before.py).
 
   python benchmarks/bench_cost.py                       # ResNet-50/224 and ResNet-18/96
   python benchmarks/bench_cost.py --settings=r18_96 --methods=simclr,byol --compiled
@@ -77,9 +78,13 @@ def step_cost(config, *, compiled: bool = False) -> Cost:
     return _cost(_lowered(config, lower, compiled), compiled)
 
 
-def photometric_cost(config, *, compiled: bool = False) -> Cost:
-    """FLOPs and bytes of the step's photometric ops + normalisation of both views."""
-    from augself_jax.train.step import prepare_views
+def photometric_cost(config, *, compiled: bool = False, before: bool = False) -> Cost:
+    """FLOPs and bytes of the step's photometric ops + normalisation of both views;
+    `before`: of the chain before it was made cheaper in bytes (photometric_before.py)."""
+    if before:
+        from photometric_before import prepare_views
+    else:
+        from augself_jax.train.step import prepare_views
 
     def lower(setup, batch):
         return jax.jit(lambda b: prepare_views(config, b)).lower(batch)
@@ -110,12 +115,17 @@ def cost_table(setting: str, methods: tuple[str, ...], *, batch: int, dtype: str
     method, plain = plain_step
     photo = photometric_cost(config(method, "plain"), compiled=compiled)
     rows.append(photometric_row(f"{backbone}/{size}", method, photo, plain))
+    old = photometric_cost(config(method, "plain"), compiled=compiled, before=True)
+    rows.append(photometric_row(f"{backbone}/{size}", method, old, plain, before=True))
     return rows
 
 
-def photometric_row(setting: str, method: str, photo: Cost, plain: Cost) -> str:
-    """The photometric ops' share of the plain step, in percent (as the README quotes it)."""
-    return (f"| {setting} | photometric ops (both views) | share of plain {method} | "
+def photometric_row(setting: str, method: str, photo: Cost, plain: Cost,
+                    before: bool = False) -> str:
+    """The photometric ops' share of the plain step, in percent (as the README quotes it);
+    `before`: the row of the chain before it was made cheaper in bytes (issue 25)."""
+    ops = "photometric ops before issue 25" if before else "photometric ops"
+    return (f"| {setting} | {ops} (both views) | share of plain {method} | "
             f"{photo.flops / 1e12:.4f} | {photo.bytes_accessed / 1e9:.2f} | "
             f"{100 * photo.flops / plain.flops:.2f}% | "
             f"{100 * photo.bytes_accessed / plain.bytes_accessed:.2f}% |")
