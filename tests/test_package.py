@@ -201,7 +201,8 @@ def test_editable_install_runs_the_checkout(tmp_path):
 def test_pip_install_with_dependencies_in_a_bare_venv(tmp_path, shapes_data_dir):
     """`pip install .` into an environment that has nothing: every dependency comes from
     the package index (network, several minutes), then the installed `augself-train` trains
-    two steps outside any checkout and `augself-evaluate` evaluates them."""
+    two steps outside any checkout and `augself-evaluate` evaluates them, and the README's
+    `python main.py` trains in the checkout with that environment's Python."""
     source = copy_checkout(tmp_path / "checkout")
     bin_dir = _make_venv(tmp_path / "venv", system_site_packages=False)
     _pip_install(bin_dir, ".", cwd=source, timeout=1800)
@@ -218,3 +219,7 @@ def test_pip_install_with_dependencies_in_a_bare_venv(tmp_path, shapes_data_dir)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     row = r"\| shapes/shape \| knn \| top1_k1 \| \d+\.\d+ \|"
     assert re.search(row, r.stdout), r.stdout[-2000:]
+    run[1] = "--workdir=runs/checkout"
+    r = _run([os.path.join(bin_dir, "python"), "main.py", *run], cwd=source, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert os.path.isdir(os.path.join(source, "runs", "checkout", "checkpoints", "2"))
