@@ -9,15 +9,19 @@ compiled or written. Every error a user can cause (a bad flag, config field, wor
 dataset or checkpoint: augself_jax.errors.UserError) is one line on stderr with exit
 status 2 (1 for a diverged run); --verbose adds the traceback. Ctrl-C outside the train
 loop's step boundary is one line, exit status 130. The run's one metric writer (TensorBoard
-events in the workdir, process 0) is made here and handed to `main`.
+events in the workdir, process 0) is made here, at its first write, and handed to `main`.
+Process 0 holds the workdir's lock for the run's life (augself_jax/workdir_lock.py).
 """
 
+import contextlib
 import errno
 import os
 import re
 import sys
+import tempfile
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ml_collections
@@ -25,7 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from augself_jax.errors import UserError
-from augself_jax.workdir import check_workdir, ensure_writable, write_resolved_config
+from augself_jax.workdir import check_workdir, ensure_writable, remove_if_empty, workdir_exists
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/simclr_augself.py:shapes.",
@@ -49,6 +53,10 @@ _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 # set before TensorFlow is first imported. An explicit value in the environment wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _CHATTY_LIBRARIES = ("orbax", "tensorflow_datasets", "clu", "xla_bridge", "asyncio")
+# Their failures are the program's to report (a failed save is the trainer's one line): the
+# background save threads' errors and asyncio's "Task exception was never retrieved" are
+# dropped whole, at every level, unless --verbose.
+_REPORTED_BY_US = ("orbax", "asyncio", "tensorstore")
 
 
 def quiet_library_logs() -> None:
@@ -61,6 +69,8 @@ def quiet_library_logs() -> None:
         return
 
     def keep(record) -> bool:
+        if any(lib in record.pathname for lib in _REPORTED_BY_US):
+            return False
         if not any(lib in record.pathname for lib in _CHATTY_LIBRARIES):
             return True
         if record.levelno < logging.converter.STANDARD_WARNING:
@@ -69,11 +79,62 @@ def quiet_library_logs() -> None:
         return True
 
     logging.get_absl_handler().addFilter(keep)
+    _drop_library_thread_errors()
+
+
+def _raised_in(tb, libraries: tuple[str, ...]) -> bool:
+    return any(lib in frame.filename for frame, _ in traceback.walk_tb(tb)
+               for lib in libraries)
+
+
+def _drop_library_thread_errors() -> None:
+    """An exception escaping one of Orbax's save threads, or an asyncio callback run after
+    its loop closed (`RuntimeError: Event loop is closed`, printed once per pending write
+    when a save fails), goes to sys.stderr through these hooks, not through logging. The
+    failure is the trainer's one line; any other thread's exception still prints."""
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def on_thread_error(args) -> None:
+        if not _raised_in(args.exc_traceback, _REPORTED_BY_US):
+            thread_hook(args)
+
+    def on_unraisable(unraisable) -> None:
+        if not _raised_in(unraisable.exc_traceback, _REPORTED_BY_US):
+            unraisable_hook(unraisable)
+
+    threading.excepthook, sys.unraisablehook = on_thread_error, on_unraisable
+
+
+@contextlib.contextmanager
+def _stderr_held(verbose: bool) -> Iterator[None]:
+    """File descriptor 2 goes to a temporary file for the body (unless `verbose`): what C++
+    code prints there never reaches the terminal, unless the body fails, when it is shown."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def hide_accelerators_from_tensorflow() -> None:
-    """tf.data runs on the CPU; TensorFlow must not grab GPU memory that JAX needs."""
-    import tensorflow as tf
+    """tf.data runs on the CPU; TensorFlow must not grab GPU memory that JAX needs. The
+    import's C++ banners (`WARNING: All log messages before absl::InitializeLog()`, `oneDNN
+    custom operations are on`, each twice; TF_CPP_MIN_LOG_LEVEL does not hide them) are
+    held back unless --verbose."""
+    with _stderr_held("tensorflow" in sys.modules or _verbose_requested(sys.argv)):
+        import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
 
@@ -218,23 +279,93 @@ def list_flags_in_help(program_module: str, shared_flags: tuple[str, ...] | None
         main.__doc__ = program.__doc__
 
 
-def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
-        resolved_config_name: str | None = None, workdir_must_exist: bool = False) -> None:
-    """absl.app.run with the shared start-up, then `main(config, workdir, writer)`, where
-    `writer` is the run's clu metric writer (closed when `main` returns).
+class _WriterOnFirstWrite:
+    """The run's metric writer, made at its first write: a command refused by its own
+    checks (a changed config on resume, a wrong --step) leaves no events file behind."""
 
-    `resolved_config_name`: written into the workdir before `main` (evaluate.py); None
-    when `main` writes its own once it knows the run can go on (the trainer writes
-    config.json only after its checkpoint restored). `workdir_must_exist`: the workdir is
-    an earlier run's (evaluate.py), so a missing one is a typo, not a new run.
+    def __init__(self, workdir: str):
+        self._workdir, self._writer = workdir, None
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("write_"):
+            raise AttributeError(name)
+        if self._writer is None:
+            from augself_jax.metric_logging import make_writer
+
+            self._writer = make_writer(self._workdir)
+        return getattr(self._writer, name)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+CONFIG_FROM_WORKDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cli",
+                                   "workdir_config.py")
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _with_workdir_config(argv: list[str]) -> list[str]:
+    """Without --config, `--config=<cli/workdir_config.py>:<WORKDIR>`: the config the run in
+    --workdir was trained with (its config.json), overridable as any config file."""
+    workdir = _flag_value(argv, "workdir")
+    if workdir is None or _flag_value(argv, "config") is not None:
+        return argv
+    workdir = absolute_workdir(workdir)
+    try:
+        check_workdir(workdir, must_exist=True)
+        from augself_jax.trained_config import load
+
+        load(workdir)  # a missing or broken config.json is its own line, not a flag error
+    except UserError as e:
+        print(f"{e.label}: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_status)
+    return [argv[0], f"--config={CONFIG_FROM_WORKDIR}:{workdir}", *argv[1:]]
+
+
+def config_is_the_workdirs() -> bool:
+    """Whether --config was left out and the workdir's config.json was loaded."""
+    value = flags.FLAGS["config"].config_filename
+    return value.startswith(CONFIG_FROM_WORKDIR + ":")
+
+
+def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
+        workdir_must_exist: bool = False, config_from_workdir: bool = False,
+        locks_workdir: Callable[[], bool] = lambda: True,
+        interrupted: str = "rerun the same command to resume from the last checkpoint",
+        ) -> None:
+    """absl.app.run with the shared start-up, then `main(config, workdir, writer)`, where
+    `writer` is the run's clu metric writer (its events file made at the first write,
+    closed when `main` returns). Nothing is written into the workdir before `main`'s own
+    checks pass: the trainer writes config.json once its checkpoint restored, evaluate.py
+    eval_config.json once its checkpoint and config are checked.
+
+    `workdir_must_exist`: the workdir is an earlier run's (evaluate.py), so a missing one
+    is a typo, not a new run. `config_from_workdir`: without --config, the workdir's
+    config.json is the config. `locks_workdir`: whether this invocation holds the workdir's
+    lock (augself_jax/workdir_lock.py) for its life (evaluate.py --compare only reads).
+    `interrupted`: what the Ctrl-C line tells the user to do.
     """
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["workdir"] if config_from_workdir else ["config", "workdir"])
     list_flags_in_help(main.__module__)
 
     def _main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         quiet_library_logs()
+        workdir_existed = True
         try:
             config, workdir = _CONFIG.value, absolute_workdir(_WORKDIR.value)
             check_workdir(workdir, must_exist=workdir_must_exist)  # before the slow imports
@@ -243,17 +374,22 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
                                          _COORDINATOR.value, _NUM_PROCESSES.value,
                                          _PROCESS_ID.value)
             validate_config(config)
+            workdir_existed = workdir_exists(workdir)
             ensure_writable(workdir)
-            if resolved_config_name is not None:
-                write_resolved_config(config, workdir, resolved_config_name)
-            from augself_jax.metric_logging import make_writer
+            from augself_jax.workdir_lock import hold_workdir
 
-            writer = make_writer(workdir)
-            try:
-                main(config, workdir, writer)
-            finally:
-                writer.close()
+            lock = (hold_workdir(workdir, os.path.basename(sys.argv[0]),
+                                 report=lambda line: print(line, file=sys.stderr, flush=True))
+                    if locks_workdir() else contextlib.nullcontext())
+            with lock:
+                writer = _WriterOnFirstWrite(workdir)
+                try:
+                    main(config, workdir, writer)
+                finally:
+                    writer.close()
         except UserError as e:
+            if not workdir_existed:
+                remove_if_empty(workdir)  # a new run refused: leave no empty directory
             if _VERBOSE.value:
                 traceback.print_exc()
             print(f"{e.label}: {e}", file=sys.stderr, flush=True)
@@ -269,8 +405,9 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
                   file=sys.stderr, flush=True)
             sys.exit(CONFIG_ERROR_EXIT)
         except KeyboardInterrupt:
-            print("interrupted (Ctrl-C); rerun the same command to resume from the last "
-                  "checkpoint", file=sys.stderr, flush=True)
+            print(f"interrupted (Ctrl-C); {interrupted}", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED_EXIT)
 
-    app.run(_main, flags_parser=parse_flags)
+    parser = ((lambda argv: parse_flags(_with_workdir_config(argv))) if config_from_workdir
+              else parse_flags)
+    app.run(_main, flags_parser=parser)

@@ -211,12 +211,18 @@ class TrainCheckpointer:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         """Starts a save; returns once the arrays are copied off the device (donation-safe).
-        Waits for the previous save first, so its failure surfaces here at the latest."""
+        Waits for the previous save first, so its failure surfaces here at the latest. The
+        first save of a run is waited for: a disk where no checkpoint fits (or a workdir
+        that cannot be written) stops the run at the step of that save, not some steps
+        later."""
+        first = self._last_attempted is None
         self.wait()
         self._pending_step = self._last_attempted = step
         self._settled(lambda: self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(to_nested(state)), meta=ocp.args.JsonSave(meta)),
             force=True))
+        if first:
+            self.wait()
 
     def read_meta(self, step: int) -> dict:
         """The JSON record of `step` alone (cheap: no array is read). Read as a file rather
@@ -441,9 +447,23 @@ def _pick_step(workdir: str | epath.Path, step: int | str | None) -> tuple[str, 
     if step is None:
         return CHECKPOINT_SUBDIR, steps[-1], steps
     if step not in steps:
+        best = f" or {BEST}" if all_steps(workdir, BEST_SUBDIR) else ""
         raise ConfigError(f"step: no checkpoint at step {step} in {checkpoint_dir(workdir)}; "
-                          f"allowed: {', '.join(map(str, steps))} or {BEST}")
+                          f"allowed: {', '.join(map(str, steps))}{best}")
     return CHECKPOINT_SUBDIR, int(step), steps
+
+
+def step_record(workdir: str | epath.Path, step: int | str | None) -> tuple[epath.Path, dict]:
+    """(the directory, the JSON record) of the checkpoint `step` names (see restore_backbone);
+    ConfigError for a step that is not there, {} for a record that cannot be read (the
+    restore then names the cause)."""
+    subdir, step, _ = _pick_step(workdir, step)
+    path = checkpoint_dir(workdir, subdir) / str(step)
+    try:
+        meta = json.loads((path / "meta" / _META_FILE).read_text())
+    except (OSError, ValueError):
+        meta = {}
+    return path, meta if isinstance(meta, dict) else {}
 
 
 def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDict,

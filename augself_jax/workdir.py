@@ -53,3 +53,17 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str,
         partial.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
         partial.replace(path)
     return path
+
+
+def workdir_exists(workdir: str) -> bool:
+    return epath.Path(workdir).exists()
+
+
+def remove_if_empty(workdir: str) -> None:
+    """Removes WORKDIR when it holds nothing (a new run refused after creating it)."""
+    path = epath.Path(workdir)
+    try:
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    except OSError:
+        pass
