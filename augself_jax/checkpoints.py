@@ -467,19 +467,23 @@ def step_record(workdir: str | epath.Path, step: int | str | None) -> tuple[epat
 
 
 def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDict,
-                     step: int | str | None = None) -> tuple[nnx.Module, int]:
+                     step: int | str | None = None, *,
+                     module: str = "backbone") -> tuple[nnx.Module, int]:
     """The pretrained backbone (`model.backbone`, in eval mode) of WORKDIR's checkpoint at
     `step` (default: the latest; 'best': the best kNN-monitor checkpoint), on this
-    process's first device, and the step."""
+    process's first device, and the step. `module="target_backbone"`: its momentum encoder
+    (the export's --momentum_encoder; a ConfigError when the method keeps none)."""
     from augself_jax.methods import build_model  # the model definition lives with the methods
 
     subdir, step, steps = _pick_step(workdir, step)
 
     abstract_model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(config.seed)))
-    graphdef, params, rest = nnx.split(abstract_model.backbone, nnx.Param, ...)
+    if getattr(abstract_model, module, None) is None:
+        raise ConfigError(f"method.name: the {config.method.name} model keeps no {module}")
+    graphdef, params, rest = nnx.split(getattr(abstract_model, module), nnx.Param, ...)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          {"params": {"backbone": params}, "rest": {"backbone": rest}})
+                          {"params": {module: params}, "rest": {module: rest}})
     target_nested = to_nested(target)
 
     path = checkpoint_dir(workdir, subdir) / str(step)
@@ -508,7 +512,7 @@ def restore_backbone(workdir: str | epath.Path, config: ml_collections.ConfigDic
     if bad is not None:
         raise CheckpointError(f"{path} holds NaN or Inf in {bad}; a diverged model is not "
                               f"evaluated (steps: {', '.join(map(str, steps))}; --step picks one)")
-    backbone = nnx.merge(graphdef, values["params"]["backbone"], values["rest"]["backbone"])
+    backbone = nnx.merge(graphdef, values["params"][module], values["rest"][module])
     backbone.eval()
     return backbone, step
 
