@@ -155,9 +155,10 @@ def test_evaluate_step_n_runs_every_protocol(evaluated):
             assert x["l2"] > 0 and x["val_seed"] == 0
     # The printed table and the files the README lists.
     assert "| shapes/hue | linear | top1 |" in out["step1"]
-    eval_dir = os.path.join(checkout, "runs", "step1", "eval")
+    eval_dir = os.path.join(checkout, "runs", "step1", "eval", "step_1")  # per checkpoint
     with open(os.path.join(eval_dir, "results.md")) as f:
         assert "| shapes/hue | linear | top1 |" in f.read()
+    assert out["step1"].count("| shapes/hue | linear | top1 |") == 1  # printed once
     for figure in ("sensitivity", "retrieval", "spectrum"):
         assert os.path.getsize(os.path.join(eval_dir, f"{figure}_shapes.png")) > 0
     with open(os.path.join(checkout, "runs", "step1", "eval_config.json")) as f:
@@ -170,18 +171,22 @@ def test_save_features_are_the_step_n_backbone_features(evaluated, shapes_data_d
     checkout, _ = evaluated
     records = _results(checkout, "step1")
     sizes = next(x for x in records if x["dataset"] == "shapes/hue" and x["protocol"] == "linear")
-    for task in sorted(TASKS):
-        feats = np.load(os.path.join(checkout, "runs", "step1", "eval", task, "features.npz"))
-        assert set(feats.files) == {"train_x", "train_y", "val_x", "val_y", "test_x", "test_y"}
-        for split, n in (("train", sizes["n_train"]), ("val", sizes["n_val"]),
-                         ("test", sizes["n_test"])):
-            assert feats[f"{split}_x"].shape == (n, 64), (task, split)  # ResNet-18, width 8
-            assert feats[f"{split}_y"].shape == (n,)
+    # One file for the dataset: each split's features once, every task's labels beside them.
+    step_dir = os.path.join(checkout, "runs", "step1", "eval", "step_1")
+    assert [f for f in os.listdir(step_dir) if os.path.isdir(os.path.join(step_dir, f))] == [
+        "shapes"]
+    feats = np.load(os.path.join(step_dir, "shapes", "features.npz"))
+    keys = sorted(t.split("/")[1] for t in TASKS)
+    assert set(feats.files) == {f"{split}_{k}" for split in ("train", "val", "test")
+                                for k in ["x", *(f"y_{key}" for key in keys)]}
+    for split, n in (("train", sizes["n_train"]), ("val", sizes["n_val"]),
+                     ("test", sizes["n_test"])):
+        assert feats[f"{split}_x"].shape == (n, 64), split  # ResNet-18, width 8
+        for key in keys:
+            assert feats[f"{split}_y_{key}"].shape == (n,)
     # The saved test features are those of checkpoint 1's backbone (not the latest, 2).
-    feats = np.load(os.path.join(checkout, "runs", "step1", "eval", "shapes", "shape",
-                                 "features.npz"))
     test_x, test_y = _images(shapes_data_dir, "test", 16)
-    np.testing.assert_array_equal(feats["test_y"][:16], test_y)
+    np.testing.assert_array_equal(feats["test_y_shape"][:16], test_y)
     run_dir = os.path.join(checkout, "runs", "step1")
     want = _features_fn(run_dir, shapes_data_dir, 1)(test_x)
     np.testing.assert_allclose(feats["test_x"][:16], want, rtol=1e-4, atol=1e-5)

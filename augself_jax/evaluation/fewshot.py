@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -83,10 +85,35 @@ class FewShotResult:
     accuracies: np.ndarray  # per episode, in [0, 1]
 
 
+class EpisodeProgress:
+    """'fewshot <what>: i/n episodes (<label>), elapsed, ETA' lines through `log`: after the
+    first chunk, then at most one every `every` seconds, and after the last."""
+
+    def __init__(self, what: str, total: int, log: Callable[[str], None],
+                 every: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.what, self.total, self.log, self.every, self.clock = what, total, log, every, clock
+        self.start = self.last = clock()
+        self.done = 0
+
+    def add(self, episodes: int, label: str) -> None:
+        first = self.done == 0
+        self.done += episodes
+        now = self.clock()
+        if not (first or self.done >= self.total or now - self.last >= self.every):
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        self.log(f"fewshot {self.what}: {self.done}/{self.total} episodes ({label}), "
+                 f"{elapsed:.0f} s, ETA {eta:.0f} s")
+
+
 def fewshot_eval(features: np.ndarray, labels: np.ndarray, *, n_way: int = 5, k_shot: int = 1,
                  n_query: int = 16, num_episodes: int = 2000, seed: int = 0, c: float = 1.0,
-                 chunk: int = 250, max_iter: int = 1000) -> FewShotResult:
-    """Mean episode accuracy and its 95% interval."""
+                 chunk: int = 250, max_iter: int = 1000,
+                 on_chunk: Callable[[int], None] | None = None) -> FewShotResult:
+    """Mean episode accuracy and its 95% interval. `on_chunk(episodes)` after each chunk of
+    episodes is fitted (progress lines)."""
     ep = sample_episodes(labels, n_way=n_way, k_shot=k_shot, n_query=n_query,
                          num_episodes=num_episodes, seed=seed)
     features = np.asarray(features, np.float32)
@@ -100,6 +127,8 @@ def fewshot_eval(features: np.ndarray, labels: np.ndarray, *, n_way: int = 5, k_
                                   jnp.float32(1.0 / (2.0 * c)), n_way=n_way, k_shot=k_shot,
                                   n_query=n_query, max_iter=max_iter)
         accs.append(np.asarray(acc)[:chunk - pad])
+        if on_chunk is not None:
+            on_chunk(len(accs[-1]))
     accs = np.concatenate(accs)
     return FewShotResult(float(100 * accs.mean()),
                          float(100 * 1.96 * accs.std() / np.sqrt(len(accs))), accs)
@@ -113,9 +142,10 @@ class FewShotEvaluator(common.Evaluator):
     on = "fewshot"
 
     def __init__(self, *, ways: int = 5, shots: tuple[int, ...] = (1, 5), queries: int = 16,
-                 episodes: int = 2000, c: float = 1.0, seed: int = 0):
+                 episodes: int = 2000, c: float = 1.0, seed: int = 0,
+                 log: Callable[[str], None] | None = None):
         self.ways, self.shots, self.queries = ways, tuple(shots), queries
-        self.episodes, self.c, self.seed = episodes, c, seed
+        self.episodes, self.c, self.seed, self.log = episodes, c, seed, log
 
     @classmethod
     def validate(cls, config: ml_collections.ConfigDict) -> None:
@@ -136,18 +166,23 @@ class FewShotEvaluator(common.Evaluator):
         return cls(ways=int(f.ways), shots=tuple(common.positive_ints("eval.fewshot.shots",
                                                                       f.shots)),
                    queries=int(f.queries), episodes=int(f.episodes), c=float(f.c),
-                   seed=int(config.seed))
+                   seed=int(config.seed), log=context.log)
 
     def run(self, features: common.Features) -> list[common.Result]:
         pool = features.splits["pool"]
         results = []
+        progress = (EpisodeProgress(features.name, len(features.label_keys) * len(self.shots)
+                                    * self.episodes, self.log) if self.log else None)
         for key in features.label_keys:
             labels = pool[key]
             ways = min(self.ways, len(np.unique(labels)))
             for k in self.shots:
+                label = f"{features.task(key)} {ways}-way {k}-shot"
                 res = fewshot_eval(pool["features"], labels, n_way=ways, k_shot=k,
                                    n_query=self.queries, num_episodes=self.episodes,
-                                   seed=self.seed, c=self.c)
+                                   seed=self.seed, c=self.c,
+                                   on_chunk=(lambda n, label=label: progress.add(n, label))
+                                   if progress else None)
                 results.append(common.Result(
                     features.task(key), f"{ways}way{k}shot", res.mean,
                     extra={"ci95": round(res.ci95, 4), "c": self.c, "episodes": self.episodes,

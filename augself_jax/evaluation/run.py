@@ -1,6 +1,7 @@
 """The evaluation binary's body: restore the backbone, extract each dataset's features once,
 run the protocols of the config's `eval` section on them (evaluation/common.py), write
-DIR/eval/results.{json,md} (+ sensitivity plots)."""
+DIR/eval/step_<N>/results.{json,md} (+ figures and --save_features files) and copy the
+results to DIR/eval/results.{json,md} as the latest (evaluation/reports.py)."""
 
 from __future__ import annotations
 
@@ -132,12 +133,20 @@ class EvaluationRun:
         info = get_dataset_info(self.config.data.dataset)
         self.backbone, self.step = restore_backbone(self.workdir, self.config,
                                                     self._requested_step)
+        self.step_dir = reports.step_dir(self.eval_dir, int(self.step))
         context = common.Context(backbone=self.backbone, mesh=self.mesh, mean=info.mean,
-                                 std=info.std, eval_dir=self.eval_dir, step=int(self.step),
+                                 std=info.std, eval_dir=self.step_dir, step=int(self.step),
                                  log=self.log, writer=self.writer)
         self.evaluators = common.build(self.config, context)
         self.extractor = FeatureExtractor(self.mesh, info.mean, info.std)
-        self.common = {"step": int(self.step), "config_hash": reports.config_hash(self.config)}
+        from augself_jax.checkpoints import BEST
+
+        chosen = ("best" if self._requested_step == BEST
+                  else "latest" if self._requested_step is None else "step")
+        self.common = {"step": int(self.step), "checkpoint": chosen,
+                       "config_hash": reports.config_hash(self.config)}
+        self.log(f"evaluating {reports.checkpoint_label(self.common)} of {self.workdir}; "
+                 f"results in {self.step_dir}")
 
     def _extract(self, builder, split: str, keys: tuple[str, ...], *, keep=None,
                  drop_labels=(), label_key="label", keep_images: int = 0, point_keys=()):
@@ -154,13 +163,9 @@ class EvaluationRun:
         return out, images
 
     def _add(self, protocol: str, result: common.Result) -> None:
-        r = reports.record(result.task, protocol, result.metric, result.value, unit=result.unit,
-                           **self.common, **result.extra)
-        self.records.append(r)
-        unit = "°" if r["unit"] == "deg" else ""
-        ci = f" ± {r['ci95']:.2f}" if "ci95" in r else ""
-        self.log(f"{result.task:>16} {protocol:>12} {result.metric:>20} {r['value']:8.2f}"
-                 f"{ci}{unit}")
+        # No line per number: the table is printed once, at the end (cli/evaluate.py).
+        self.records.append(reports.record(result.task, protocol, result.metric, result.value,
+                                           unit=result.unit, **self.common, **result.extra))
 
     # -- features of each kind of dataset ------------------------------------------------
     def linear_features(self, d: eds.EvalDataset) -> common.Features:
@@ -215,12 +220,14 @@ class EvaluationRun:
     def _save(self, features: common.Features) -> None:
         if not self.save_features or jax.process_index() != 0:
             return
-        s = features.splits
-        for key in features.label_keys:
-            write_features(self.eval_dir, features.task(key), train_x=s["train"]["features"],
-                           train_y=s["train"][key], val_x=s["val"]["features"],
-                           val_y=s["val"][key], test_x=s["test"]["features"],
-                           test_y=s["test"][key])
+        # Each split's features once, with every label task's labels beside them.
+        arrays = {}
+        for split in ("train", "val", "test"):
+            arrays[f"{split}_x"] = features.splits[split]["features"]
+            for key in features.label_keys:
+                arrays[f"{split}_y_{key}"] = features.splits[split][key]
+        path = write_features(self.step_dir, features.name, **arrays)
+        self.log(f"{features.name}: features saved to {path}")
 
     def run(self) -> list[dict]:
         for kind, datasets, extract in (("linear", self.linear_sets, self.linear_features),
@@ -231,17 +238,26 @@ class EvaluationRun:
                     self._save(features)
                 for evaluator in self.evaluators:
                     if evaluator.on == kind:
-                        for result in evaluator.run(features):
+                        t0 = time.time()
+                        results = evaluator.run(features)
+                        for result in results:
                             self._add(evaluator.name, result)
+                        self.log(f"{d.name}: {evaluator.name} done, {len(results)} numbers "
+                                 f"({time.time() - t0:.0f}s)")
+        table = self.records
         if jax.process_index() == 0:
-            json_path, md_path = reports.write_results(self.records, self.eval_dir)
-            self.log(f"results: {json_path} and {md_path}")
+            table, json_path, kept = reports.save_step_results(self.records, self.eval_dir,
+                                                               int(self.step))
+            earlier = (f"; {kept} numbers of an earlier evaluation of this step kept"
+                       if kept else "")
+            self.log(f"results: {json_path} and results.md beside it{earlier}; copied to "
+                     f"{self.eval_dir}/results.{{json,md}} as the latest")
         if self.writer is not None and self.records:
             self.writer.write_scalars(int(self.step), {
                 f"eval/{r['dataset']}/{r['protocol']}/{r['metric']}": r["value"]
                 for r in self.records})
             self.writer.flush()
-        return self.records
+        return table
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
