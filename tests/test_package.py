@@ -16,12 +16,13 @@ import pytest
 from conftest import copy_checkout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("augself-train", "augself-evaluate", "augself-preview")
+SCRIPTS = ("augself-train", "augself-evaluate", "augself-preview", "augself-export")
 # The flags each program's --help must list (its own and the shared ones it reads).
 HELP_FLAGS = {
     "augself-train": ("--config", "--workdir", "--verbose", "--distributed"),
     "augself-evaluate": ("--config", "--workdir", "--step", "--save_features", "--compare"),
     "augself-preview": ("--config", "--out", "--seed", "--num_images"),
+    "augself-export": ("--workdir", "--step", "--format", "--out", "--momentum_encoder"),
 }
 # A user's own experiment file outside any checkout, built on the shipped presets.
 USER_CONFIG = '''
@@ -106,8 +107,9 @@ def test_console_script_help_lists_its_flags(installed_wheel, script):
     r = _run([os.path.join(bin_dir, script), "--help"], cwd=elsewhere)
     assert r.returncode in (0, 1) and not r.stderr, r.stderr[-3000:]  # absl's --help exits 1
     for flag in HELP_FLAGS[script]:
-        assert f"  {flag}:" in r.stdout or f"  --[no]{flag[2:]}:" in r.stdout, (flag, r.stdout)
-    assert "--helpfull" in r.stdout  # absl's own pointer, after the program's flags
+        # absl lists `  --flag: help`, argparse (the export command) `  --flag [VALUE]  help`.
+        assert re.search(rf"^  ({re.escape(flag)}[: ]|--\[no\]{flag[2:]}:)", r.stdout, re.M), (
+            flag, r.stdout)
 
 
 @pytest.mark.parametrize("script,flags", [
@@ -140,6 +142,16 @@ def test_installed_evaluate_refuses_a_misspelt_field(installed_wheel):
     assert r.returncode == 2, r.stdout + r.stderr[-3000:]
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("config error: config.aug.colour_strength: no such field"), line
+    assert os.listdir(elsewhere) == []
+
+
+def test_installed_export_refuses_a_missing_workdir(installed_wheel):
+    bin_dir, elsewhere = installed_wheel
+    r = _run([os.path.join(bin_dir, "augself-export"), "--workdir=runs/none",
+              "--format=torchvision", "--out=backbone.safetensors"], cwd=elsewhere)
+    assert r.returncode == 2, r.stdout + r.stderr[-3000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("config error: workdir:") and "runs/none" in line, line
     assert os.listdir(elsewhere) == []
 
 
