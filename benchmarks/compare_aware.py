@@ -2,11 +2,14 @@
 
 Pretrains every arm (by default SimCLR plain / +AugSelf / +CASSLE and supervised learning
 on the shape label plain / +AugSelf; `--arms=all` adds BYOL and MoCo v2 each plain /
-+AugSelf / +CASSLE) for every seed and colour setting, with the `shapes` preset's recipe,
-equal steps and equal batches, evaluates each backbone (linear probes on shape, hue,
-position and size; continuous probes: hue angle error in degrees, position R^2), and
-writes two tables: mean and sample spread over seeds, and for each aware arm its
-difference from its plain counterpart, paired by seed, with a 95% t-interval. An
++AugSelf / +CASSLE; VARIANT_ARMS, named one by one, change one setting of an aware arm)
+for every seed and colour setting, with the `shapes` preset's recipe, equal steps and
+equal batches (`hue_circle` at the default 150 steps is the quick start's `shapes_hue`),
+evaluates each backbone (linear probes on shape, hue, position and size; continuous
+probes: hue angle error in degrees, position R^2; localization IoU, retrieval p@10 by hue
+and by position, I(C; Z)), and writes two tables: mean and sample spread over seeds, and
+for each aware arm its difference from its plain counterpart, paired by seed, with a 95%
+t-interval. An
 `untrained` row (the backbone as initialised) is the reference that shows what each
 objective kept or threw away:
 
@@ -16,9 +19,9 @@ objective kept or threw away:
         --l2_num=45                                                    # on an accelerator
 
 Finished runs are reused (each run's results.json), so an interrupted sweep resumes.
-The defaults are sized for 90 minutes on a 2-core CPU: the preset's recipe over 200 steps of
-batch 128 per run (the quick start runs 300), two worker processes, a 9-value L2 sweep on
-5,000 images per split, and XLA's on-disk compilation cache so that each arm compiles once.
+The defaults: the preset's recipe over 150 steps of batch 128 per run (as the quick start),
+two worker processes, a 9-value L2 sweep on 5,000 images per split, and XLA's on-disk
+compilation cache so that each arm compiles once.
 """
 
 import functools
@@ -85,7 +88,15 @@ COLUMNS = (
     ("size %", "shapes/size", "top1"),
     ("hue err °", "shapes", "hue_err_deg"),
     ("position R² %", "shapes", "position_r2"),
+    # The papers' analyses (docs/EVALUATION.md): object box from the features, retrieval of
+    # the same hue / position, and I(C; Z) between the colour histogram and the features. A
+    # run evaluated before these protocols existed shows "–" in their columns.
+    ("localization IoU %", "shapes", "mean_iou"),
+    ("hue p@10 %", "shapes/hue", "p@10"),
+    ("position p@10 %", "shapes/position", "p@10"),
+    ("I(C;Z) nats", "shapes", "mi_nats"),
 )
+EVAL_PROTOCOLS = "linear,probe,localization,retrieval,mutual_info"
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Folder for every run's workdir and the table.", required=True)
@@ -94,8 +105,8 @@ flags.DEFINE_list("arms", list(DEFAULT_ARMS),
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Pretraining seeds.")
 flags.DEFINE_list("colours", ["reference", "hue_circle"],
                   f"Colour settings, from: {', '.join(COLOURS)}.")
-flags.DEFINE_integer("steps", 200, "Pretraining steps of every run (the preset's recipe over "
-                     "a schedule of this length; 200 fits the grid into 90 CPU minutes).")
+flags.DEFINE_integer("steps", 150, "Pretraining steps of every run (the preset's recipe over "
+                     "a schedule of this length; 150 is the quick start's `shapes_hue`).")
 flags.DEFINE_integer("batch_size", None, "Global batch of every run (None: the preset's).")
 flags.DEFINE_integer("width", None, "Base width of the ResNet-18 backbone (None: the preset's).")
 flags.DEFINE_enum("image_size", None, ["32", "64"], "Built-in dataset at 32 or 64 px "
@@ -132,7 +143,7 @@ def arm_config(arm: str, seed: int, colour: str):
     c.checkpoint_every = c.total_steps
     c.knn_every = 0
     c.data.data_dir = FLAGS.data_dir
-    c.eval.protocols = "linear,probe"
+    c.eval.protocols = EVAL_PROTOCOLS
     c.eval.datasets = "shapes"
     c.eval.max_examples = FLAGS.eval_max_examples
     c.eval.linear.l2_num = FLAGS.l2_num
@@ -191,10 +202,11 @@ def run_grid(arms: list[str], colours: list[str],
 
 
 def value(records: list[dict], dataset: str, metric: str) -> float:
+    """The metric's value, or NaN where the run's evaluation did not measure it."""
     for r in records:
         if r["dataset"] == dataset and r["metric"] == metric:
             return float(r["value"])
-    raise KeyError(f"{dataset} {metric} not in results")
+    return float("nan")
 
 
 def table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
@@ -207,8 +219,11 @@ def table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
         cells = []
         for _, dataset, metric in COLUMNS:
             v = np.array([value(r, dataset, metric) for r in per_seed])
+            if np.isnan(v).any():
+                cells.append("–")
+                continue
             spread = v.std(ddof=1) if len(v) > 1 else 0.0  # the sample standard deviation
-            cells.append(f"{v.mean():.1f} ± {spread:.1f}")
+            cells.append(f"{v.mean():.{digits(metric)}f} ± {spread:.{digits(metric)}f}")
         lines.append(f"| {'any' if arm == 'untrained' else colour} | {arm} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -226,9 +241,16 @@ def paired_interval(diffs) -> tuple[float, float, float]:
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
+def digits(metric: str) -> int:
+    """Decimals shown: nats need two, percentages and degrees one."""
+    return 2 if metric == "mi_nats" else 1
+
+
 def differences_table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
     """Each aware arm minus its plain counterpart, paired by seed (every arm's runs come in
     the same seed order): mean [95% interval]."""
+    import numpy as np
+
     head = "| colour | difference | " + " | ".join(c[0] for c in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for (arm, colour), per_seed in runs.items():
@@ -241,8 +263,12 @@ def differences_table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
         for _, dataset, metric in COLUMNS:
             diffs = [value(a, dataset, metric) - value(b, dataset, metric)
                      for a, b in zip(per_seed, runs[(plain, colour)], strict=True)]
+            if np.isnan(diffs).any():
+                cells.append("–")
+                continue
             mean, low, high = paired_interval(diffs)
-            cells.append(f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]")
+            d = digits(metric)
+            cells.append(f"{mean:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}]")
         lines.append(f"| {colour} | {arm} − {plain} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

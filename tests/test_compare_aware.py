@@ -40,9 +40,29 @@ def test_table_reports_mean_and_sample_spread_over_seeds():
             ("untrained", "reference"): [_records(25, 50)]}
     lines = compare_aware.table(runs).splitlines()
     assert lines[0].startswith("| colour | arm | shape % | hue % |")
+    # The analyses' columns: these records predate them.
     assert lines[2] == ("| strong | simclr | 33.0 ± 3.0 | 50.0 ± 0.0 | 20.0 ± 0.0 | "
-                        "40.0 ± 0.0 | 20.0 ± 10.0 | 10.0 ± 0.0 |")
+                        "40.0 ± 0.0 | 20.0 ± 10.0 | 10.0 ± 0.0 | – | – | – | – |")
     assert lines[3].startswith("| any | untrained | 25.0 ± 0.0 |")
+
+
+def test_analysis_columns_when_measured():
+    def with_analyses(mi: float) -> list[dict]:
+        return _records(30, 10) + [
+            {"dataset": "shapes", "metric": "mean_iou", "value": 61.0},
+            {"dataset": "shapes/hue", "metric": "p@10", "value": 40.0},
+            {"dataset": "shapes/position", "metric": "p@10", "value": 70.0},
+            {"dataset": "shapes", "metric": "mi_nats", "value": mi}]
+
+    runs = {("simclr", "hue_circle"): [with_analyses(0.5), with_analyses(0.7)],
+            ("simclr+augself", "hue_circle"): [with_analyses(0.9), with_analyses(1.5)]}
+    head, _, row = compare_aware.table(runs).splitlines()[:3]
+    assert head.endswith("| localization IoU % | hue p@10 % | position p@10 % | I(C;Z) nats |")
+    # I(C;Z) 0.5, 0.7: mean 0.6, sample sd 0.1414 (two decimals for nats)
+    assert row.endswith("| 61.0 ± 0.0 | 40.0 ± 0.0 | 70.0 ± 0.0 | 0.60 ± 0.14 |")
+    diff = compare_aware.differences_table(runs).splitlines()[2]
+    # paired differences 0.4, 0.8: mean 0.6, sd 0.283, half width 12.706 * 0.283 / sqrt(2)
+    assert diff.endswith("| +0.60 [-1.94, +3.14] |"), diff
 
 
 def test_differences_are_paired_by_seed_with_a_t_interval():
@@ -77,7 +97,7 @@ def _check_arm_configs():
     assert (plain.total_steps, plain.batch_size) == (aware.total_steps, aware.batch_size)
     assert plain.aug.hue == 0.5 and plain.aug.color_strength == 1.0
     assert plain.seed == 1 and aware.augself.crop > 0 and plain.augself.crop == 0
-    assert plain.total_steps == 200 and plain.batch_size == 128
+    assert plain.total_steps == 150 and plain.batch_size == 128
     assert compare_aware.arm_config("simclr", 0, "strong").aug.color_strength == 2.0
 
 
