@@ -9,9 +9,8 @@ evaluates each backbone (linear probes on shape, hue, position and size; continu
 probes: hue angle error in degrees, position R^2; localization IoU, retrieval p@10 by hue
 and by position, I(C; Z)), and writes two tables: mean and sample spread over seeds, and
 for each aware arm its difference from its plain counterpart, paired by seed, with a 95%
-t-interval. An
-`untrained` row (the backbone as initialised) is the reference that shows what each
-objective kept or threw away:
+t-interval. An `untrained` row (the backbone as initialised) is the reference that shows
+what each objective kept or threw away:
 
     python benchmarks/compare_aware.py --out=runs/compare            # the README table
     python benchmarks/compare_aware.py --out=runs/compare_gpu --arms=all --steps=3000 \
