@@ -97,3 +97,51 @@ def test_linear_eval_selects_on_val_and_refits_sharded():
                               res.l2, tol=1e-7)
     assert res.test == pytest.approx(linear.accuracy(linear.predict(ref.params, te[0]), te[1]),
                                      abs=0.5)
+
+
+def test_sweep_reports_progress_after_every_fit_and_the_probe_logs_a_few_lines():
+    from augself_jax.evaluation import common
+    from configs.common import base_config
+
+    x, y = _blobs(4, 240, 6, 3, 0.8)
+    tr, va, te = (x[:120], y[:120]), (x[120:180], y[120:180]), (x[180:], y[180:])
+    grid = tuple(np.logspace(-3, 3, 9))
+    seen = []
+    res = linear.linear_eval(tr, va, te, 3, l2_grid=grid, tol=1e-6, progress=seen.append)
+    assert [p.done for p in seen] == list(range(1, 11)) and {p.total for p in seen} == {10}
+    assert [(p.l2, p.value) for p in seen[:-1]] == [(pytest.approx(w), v)
+                                                     for w, v in res.val_curve]
+    refit = seen[-1]
+    assert refit.value is None and refit.l2 == res.l2 and refit.eta_s == 0.0
+    assert refit.iterations == res.iterations
+    assert res.sweep_iterations == sum(p.iterations for p in seen) > 0
+    elapsed = [p.elapsed_s for p in seen]
+    assert elapsed == sorted(elapsed)
+    # ETA: the mean time per fit so far times the fits left.
+    p = seen[3]
+    assert p.eta_s == pytest.approx(p.elapsed_s / 4 * 6)
+
+    # The protocol, as evaluate.py builds it: its log gets one line per few fits.
+    config = base_config("shapes")
+    config.eval.linear.update(l2_min=1e-3, l2_max=1e3, l2_num=19)
+    lines = []
+    probe = linear.LinearProbe.from_config(config, common.Context(log=lines.append))
+    feats = common.Features("toy", ("label",), {
+        "train": {"features": tr[0], "label": tr[1]}, "val": {"features": va[0], "label": va[1]},
+        "test": {"features": te[0], "label": te[1]}})
+    probe.run(feats)
+    assert [line.split(" (")[0] for line in lines] == [
+        f"linear toy: fit {k}/20" for k in (1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)]
+    assert "ETA" in lines[0] and "refit" in lines[-1] and lines[-1].endswith("ETA 0 s")
+
+
+def test_a_short_warm_up_compiles_everything_the_sweep_runs():
+    """w, max_iter and tol are traced and a cold start is placed as a warm one: after one
+    compile per shape (train, train+val) no fit of a sweep compiles again (three did)."""
+    x, y = _blobs(5, 180, 7, 3, 0.8)
+    tr, va, te = (x[:100], y[:100]), (x[100:140], y[100:140]), (x[140:], y[140:])
+    linear.linear_eval(tr, va, te, 3, l2_grid=(1e5,), tol=1e-3, max_iter=5)
+    compiled = linear._fit_jit_traced._cache_size()
+    res = linear.linear_eval(tr, va, te, 3, l2_grid=(1e-3, 1.0, 1e3), tol=1e-7, max_iter=500)
+    assert linear._fit_jit_traced._cache_size() == compiled
+    assert res.sweep_iterations > 3 * 5  # the real caps and tolerance, not the warm-up's

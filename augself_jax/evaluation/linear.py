@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import time
 from collections.abc import Callable, Sequence
 
 import jax
@@ -59,7 +61,8 @@ def logistic_objective(params: Params, x: jax.Array, y: jax.Array, weights: jax.
 
 
 def lbfgs_minimize(params: Params, x: jax.Array, y: jax.Array, weights: jax.Array,
-                    l2: jax.Array, *, max_iter: int, tol: float, penalize_bias: bool,
+                    l2: jax.Array, *, max_iter: int | jax.Array, tol: float | jax.Array,
+                    penalize_bias: bool,
                     memory_size: int = 10) -> tuple[Params, jax.Array, jax.Array]:
     """L-BFGS (optax, zoom line search = strong Wolfe) run to convergence.
 
@@ -94,10 +97,28 @@ def lbfgs_minimize(params: Params, x: jax.Array, y: jax.Array, weights: jax.Arra
     return params, otu.tree_get(state, "count"), fun(params)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "tol", "penalize_bias"))
-def _fit_jit(params, x, y, weights, l2, *, max_iter, tol, penalize_bias):
+@functools.partial(jax.jit, static_argnames=("penalize_bias",))
+def _fit_jit_traced(params, x, y, weights, l2, max_iter, tol, *, penalize_bias):
     return lbfgs_minimize(params, x, y, weights, l2, max_iter=max_iter, tol=tol,
                            penalize_bias=penalize_bias)
+
+
+def _fit_jit(params, x, y, weights, l2, *, max_iter: int, tol: float, penalize_bias: bool):
+    """One compiled L-BFGS fit per (shape, sharding): w, max_iter and tol are traced, so a
+    short warm-up compiles what the sweep runs and no fit of the sweep compiles again."""
+    return _fit_jit_traced(params, x, y, weights, l2, jnp.int32(max_iter), jnp.float32(tol),
+                           penalize_bias=penalize_bias)
+
+
+def _replicated_like(params: Params, x: jax.Array) -> Params:
+    """`params` placed as a fit returns them (replicated over x's mesh; committed to x's
+    device without one): a warm start from the previous fit and a cold start from
+    `init_params` then hit the same compiled program (an uncommitted start was a cache
+    miss of its own: one more compile per sweep)."""
+    sharding = x.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.device_put(params, sharding)
 
 
 @dataclasses.dataclass
@@ -149,6 +170,36 @@ class LinearResult:
     val_curve: list[tuple[float, float]]  # (w, validation value) over the sweep
     params: Params
     iterations: int  # of the refit
+    sweep_iterations: int = 0  # L-BFGS iterations of every fit, the refit included
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepProgress:
+    """Where a sweep stands after one fit: `done` of `total` fits (the sweep's, then the
+    refit), that fit's w, validation value (None for the refit) and iterations, the
+    seconds since the sweep began and a naive estimate of those left (mean time per fit
+    so far times the fits left; the first fits, from zero, take longest)."""
+
+    done: int
+    total: int
+    l2: float
+    value: float | None
+    iterations: int
+    elapsed_s: float
+    eta_s: float
+
+
+def progress_lines(log: Callable[[str], None], label: str,
+                   lines: int = 10) -> Callable[[SweepProgress], None]:
+    """A `linear_eval` progress callback that logs about `lines` lines per sweep: after the
+    first fit, every total / lines fits, and after the refit."""
+    def report(p: SweepProgress) -> None:
+        every = max(1, math.ceil(p.total / lines))
+        if p.done == 1 or p.done % every == 0 or p.done == p.total:
+            what = "refit" if p.value is None else f"val {p.value:.2f}"
+            log(f"linear {label}: fit {p.done}/{p.total} (w={p.l2:.2e}, {what}, "
+                f"{p.iterations} iterations), {p.elapsed_s:.0f} s, ETA {p.eta_s:.0f} s")
+    return report
 
 
 def _pad_rows(x: np.ndarray, y: np.ndarray, multiple: int):
@@ -180,22 +231,35 @@ def linear_eval(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
                 max_iter: int = 5000, tol: float = 1e-6,
                 mesh: jax.sharding.Mesh | None = None,
                 log: Callable[[str], None] | None = None,
-                refit: tuple[np.ndarray, np.ndarray] | None = None) -> LinearResult:
+                refit: tuple[np.ndarray, np.ndarray] | None = None,
+                progress: Callable[[SweepProgress], None] | None = None) -> LinearResult:
     """The Kornblith et al. protocol: warm-started sweep, selection on val, refit on train+val
     (on `refit` instead when given: a few-shot dataset's k per class of train + val).
 
-    With a mesh (axis 'data'), the feature rows are sharded over its devices.
+    With a mesh (axis 'data'), the feature rows are sharded over its devices. `progress`
+    is called on the host after every fit (`progress_lines` logs a few of them).
     """
     accuracy(np.zeros(1), np.zeros(1), metric)  # validates the metric name before any fit
     xtr, ytr, wtr = _place(*train, mesh)
-    params = init_params(xtr.shape[1], num_classes)
+    params = _replicated_like(init_params(xtr.shape[1], num_classes), xtr)
     best = None
     curve = []
+    total, start, sweep_iterations = len(l2_grid) + 1, time.perf_counter(), 0
+
+    def report(l2: float, value: float | None, its: int) -> None:
+        if progress:
+            done = len(curve) + (value is None)
+            elapsed = time.perf_counter() - start
+            progress(SweepProgress(done, total, float(l2), value, its, elapsed,
+                                   elapsed / done * (total - done)))
+
     for l2 in l2_grid:
         params, its, obj = _fit_jit(params, xtr, ytr, wtr, jnp.float32(l2), max_iter=max_iter,
                                     tol=tol, penalize_bias=True)
         value = accuracy(predict(params, val[0]), val[1], metric)
         curve.append((float(l2), value))
+        sweep_iterations += int(its)
+        report(l2, value, int(its))
         if log:
             log(f"  w={l2:.3e} val {metric}={value:.2f} ({int(its)} iterations)")
         if best is None or value > best[0]:  # strict: ties keep the smaller w, as the reference
@@ -206,8 +270,11 @@ def linear_eval(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.
     xall, yall, wall = _place(*refit, mesh)
     params, its, _ = _fit_jit(params, xall, yall, wall, jnp.float32(best_l2), max_iter=max_iter,
                               tol=tol, penalize_bias=True)
+    sweep_iterations += int(its)
+    report(best_l2, None, int(its))
     test_value = accuracy(predict(params, test[0]), test[1], metric)
-    return LinearResult(test_value, best_val, best_l2, curve, params, int(its))
+    return LinearResult(test_value, best_val, best_l2, curve, params, int(its),
+                        sweep_iterations)
 
 
 class LinearProbe(common.Evaluator):
@@ -216,8 +283,10 @@ class LinearProbe(common.Evaluator):
     name = "linear"
 
     def __init__(self, l2_grid: Sequence[float] = L2_GRID, max_iter: int = 5000,
-                 tol: float = 1e-6, mesh: jax.sharding.Mesh | None = None):
+                 tol: float = 1e-6, mesh: jax.sharding.Mesh | None = None,
+                 log: Callable[[str], None] | None = None):
         self.l2_grid, self.max_iter, self.tol, self.mesh = tuple(l2_grid), max_iter, tol, mesh
+        self.log = log  # progress lines of each sweep (None: silent)
 
     @classmethod
     def validate(cls, config: ml_collections.ConfigDict) -> None:
@@ -230,7 +299,8 @@ class LinearProbe(common.Evaluator):
                     context: common.Context) -> LinearProbe:
         c = config.eval.linear
         grid = np.logspace(np.log10(c.l2_min), np.log10(c.l2_max), int(c.l2_num))
-        return cls(tuple(float(v) for v in grid), int(c.max_iter), float(c.tol), context.mesh)
+        return cls(tuple(float(v) for v in grid), int(c.max_iter), float(c.tol), context.mesh,
+                   log=context.log)
 
     def run(self, features: common.Features) -> list[common.Result]:
         train, val, test = (features.splits[s] for s in ("train", "val", "test"))
@@ -241,7 +311,9 @@ class LinearProbe(common.Evaluator):
                               (test["features"], test[key]), features.num_classes(key),
                               metric=features.metric, l2_grid=self.l2_grid,
                               max_iter=self.max_iter, tol=self.tol, mesh=self.mesh,
-                              refit=None if refit is None else (refit["features"], refit[key]))
+                              refit=None if refit is None else (refit["features"], refit[key]),
+                              progress=self.log and progress_lines(self.log,
+                                                                   features.task(key)))
             results.append(common.Result(features.task(key), features.metric, res.test,
                                          extra={"l2": res.l2, "val_value": res.val,
                                                 **features.info}))
