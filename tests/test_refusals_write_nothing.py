@@ -110,9 +110,12 @@ def _wait_for(path, proc, timeout=600) -> None:
 def test_a_second_main_py_and_an_evaluate_py_refuse_while_main_py_runs(
         shapes_data_dir, tmp_path):
     checkout = copy_checkout(tmp_path / "checkout")
-    # A long run, stopped with SIGTERM once the others have been refused.
+    # A long run, stopped with SIGTERM once the others have been refused; a thinner model
+    # than the tiny run's, compiled fast (its compile is most of this test's time).
     command = [*tiny_run_command("runs/w", shapes_data_dir), "--config.total_steps=100000",
-               "--config.knn_every=0", "--config.checkpoint_every=100000"]
+               "--config.knn_every=0", "--config.checkpoint_every=100000",
+               "--config.xla_fast_compile=True", "--config.data.image_size=16",
+               "--config.model.width=4"]
     first = subprocess.Popen([sys.executable, *command], cwd=checkout, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:

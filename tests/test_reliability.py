@@ -508,8 +508,9 @@ def test_cli_evaluate_refuses_a_non_finite_checkpoint(reference, shapes_data_dir
     workdir = tmp_path / "run"
     shutil.copytree(ref_dir, workdir)
     _save_poisoned(workdir, result.state, step=8)
+    before = _snapshot(workdir)
     line = _one_line(_run("evaluate.py", ["--workdir=run", *_flags(shapes_data_dir)],
                           cwd=tmp_path), "checkpoint error:")
     assert "checkpoints/8 holds NaN or Inf" in line
-    assert not (workdir / "eval").exists()
+    assert _snapshot(workdir) == before  # no eval_config.json, events file or eval/
     assert json.loads((workdir / "checkpoints" / "8" / "meta" / "metadata").read_text())
