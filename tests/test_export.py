@@ -26,6 +26,8 @@ import glob
 import importlib.util
 import os
 import pickle
+import shlex
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -124,8 +126,21 @@ def _run_features(workdir: str, images: np.ndarray, step=None, module="backbone"
 
 
 def _export(checkout: str, *flags: str):
-    r = run_command(["-m", "augself_jax.export", *flags], cwd=checkout)
-    return r
+    return run_command(["-m", "augself_jax.export", *flags], cwd=checkout)
+
+
+def _readme_export(fmt: str) -> list[str]:
+    """The README's export command for `fmt`, as written there (after `python`)."""
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "README.md")
+    lines = [line for line in open(readme).read().splitlines()
+             if line.startswith("python -m augself_jax.export ") and f"--format={fmt}" in line]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0])[1:]
+
+
+def _flag(args: list[str], name: str) -> str:
+    return next(a.split("=", 1)[1] for a in args if a.startswith(f"--{name}="))
 
 
 # --- detectron2's naming, from its documented ResNet layout -------------------------------
@@ -176,13 +191,18 @@ def _check_detectron2(path_or_bytes, torchvision_state: dict, depths, convs) -> 
 
 # --- the command on the shared tiny run ----------------------------------------------------
 
-def test_command_writes_torchvision_resnet18_with_the_same_features(tiny_run, tmp_path):
-    checkout, workdir, _ = tiny_run
-    out = tmp_path / "resnet18.safetensors"
-    r = _export(checkout, f"--workdir={workdir}", "--format=torchvision", f"--out={out}")
+def test_readme_torchvision_command_gives_resnet18_with_the_same_features(tiny_run):
+    """The README's command as written, on a copy of the tiny run named as there."""
+    checkout, tiny, _ = tiny_run
+    args = _readme_export("torchvision")
+    workdir = _flag(args, "workdir")
+    if not os.path.isdir(os.path.join(checkout, workdir)):
+        shutil.copytree(os.path.join(checkout, tiny), os.path.join(checkout, workdir))
+    out = os.path.join(checkout, _flag(args, "out"))
+    r = run_command(args, cwd=checkout)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"wrote {out}" in r.stdout and "at step 2" in r.stdout
-    assert not [p for p in os.listdir(tmp_path) if p != out.name]  # no temporary left
+    assert f"wrote {_flag(args, 'out')}" in r.stdout and "at step 2" in r.stdout
+    assert not [p for p in os.listdir(os.path.dirname(out)) if ".partial" in p]
 
     state = _load_safetensors(out)
     model = _torchvision_resnet("resnet18", width=8, stem="cifar")
@@ -348,42 +368,52 @@ def test_vit_small_converter_matches_timm_with_12_heads():
 
 # --- slow: runs trained here through main.py, then the command ------------------------------
 
-def _train(tmp_path_factory, shapes_data_dir, config: str, *flags: str) -> tuple[str, str]:
+def _train(tmp_path_factory, shapes_data_dir, workdir: str, config: str,
+           *flags: str) -> str:
+    """A copy of the checkout holding a two-step run of `config` in `workdir`."""
     checkout = copy_checkout(tmp_path_factory.mktemp("export_run") / "checkout")
-    r = run_command(["main.py", f"--config={config}", "--workdir=runs/x",
+    r = run_command(["main.py", f"--config={config}", f"--workdir={workdir}",
                      "--config.total_steps=2", "--config.batch_size=16",
                      "--config.checkpoint_every=1", "--config.log_every=1",
                      "--config.knn_every=0", f"--config.data.data_dir={shapes_data_dir}",
                      *flags], cwd=checkout)
     assert r.returncode == 0, r.stderr[-3000:]
-    return checkout, "runs/x"
+    return checkout
 
 
 @pytest.mark.slow
-def test_stock_resnet18_and_detectron2_from_a_run(shapes_data_dir, tmp_path_factory, tmp_path):
-    checkout, workdir = _train(tmp_path_factory, shapes_data_dir, "configs/simclr.py:shapes",
-                               "--config.model.width=64", "--config.model.stem=imagenet")
-    out, d2 = tmp_path / "r18.safetensors", tmp_path / "r18.pkl"
-    for fmt, path in (("torchvision", out), ("detectron2", d2)):
-        r = _export(checkout, f"--workdir={workdir}", f"--format={fmt}", f"--out={path}")
-        assert r.returncode == 0, r.stderr[-2000:]
-    model = _torchvision().models.resnet18()  # unchanged but for the classifier
+def test_readme_detectron2_command_and_a_stock_resnet18(shapes_data_dir, tmp_path_factory):
+    """A width-64 ResNet-18 with the ImageNet stem (MoCo, two steps), in the README's
+    detectron2 workdir: its command as written (the momentum encoder), and the same encoder
+    for torchvision's `resnet18`, unchanged but for the classifier."""
+    args = _readme_export("detectron2")
+    workdir = _flag(args, "workdir")
+    checkout = _train(tmp_path_factory, shapes_data_dir, workdir, "configs/moco_augself.py:shapes",
+                      "--config.model.width=64", "--config.model.stem=imagenet",
+                      "--config.method.queue_size=32")
+    r = run_command(args, cwd=checkout)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = os.path.join(checkout, workdir, "r18.safetensors")
+    r = _export(checkout, f"--workdir={workdir}", "--format=torchvision", f"--out={out}",
+                "--momentum_encoder")
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = _torchvision().models.resnet18()
     model.fc = torch.nn.Identity()
     state = _load_safetensors(out)
     model.load_state_dict(state, strict=True)
     images = _images(seed=3)
-    _assert_same_features(_torch_features(model, images),
-                          _run_features(os.path.join(checkout, workdir), images))
-    _check_detectron2(str(d2), {k: v.numpy() for k, v in state.items()},
-                      depths=(2, 2, 2, 2), convs=2)
+    _assert_same_features(_torch_features(model, images), _run_features(
+        os.path.join(checkout, workdir), images, module="target_backbone"))
+    _check_detectron2(os.path.join(checkout, _flag(args, "out")),
+                      {k: v.numpy() for k, v in state.items()}, depths=(2, 2, 2, 2), convs=2)
 
 
 @pytest.mark.slow
 def test_resnet50_momentum_encoder_from_a_byol_run(shapes_data_dir, tmp_path_factory,
                                                    tmp_path):
-    checkout, workdir = _train(tmp_path_factory, shapes_data_dir,
-                               "configs/byol_augself.py:shapes",
-                               "--config.model.backbone=resnet50")
+    workdir = "runs/byol_r50"
+    checkout = _train(tmp_path_factory, shapes_data_dir, workdir,
+                      "configs/byol_augself.py:shapes", "--config.model.backbone=resnet50")
     out = tmp_path / "r50.safetensors"
     r = _export(checkout, f"--workdir={workdir}", "--format=torchvision", f"--out={out}",
                 "--momentum_encoder", "--step=2")
@@ -396,16 +426,21 @@ def test_resnet50_momentum_encoder_from_a_byol_run(shapes_data_dir, tmp_path_fac
 
 
 @pytest.mark.slow
-def test_vit_small_from_a_mocov3_run(shapes_data_dir, tmp_path_factory, tmp_path):
-    checkout, workdir = _train(tmp_path_factory, shapes_data_dir,
-                               "configs/mocov3.py:shapes,vit_small", "--config.model.vit_depth=2")
-    out = tmp_path / "vits.safetensors"
-    r = _export(checkout, f"--workdir={workdir}", "--format=timm", f"--out={out}")
+def test_readme_timm_command_gives_vit_small_with_the_same_features(shapes_data_dir,
+                                                                    tmp_path_factory):
+    """A two-block ViT-S/16 (MoCo v3, two steps) in the README's timm workdir, exported by
+    its command as written and loaded as the README loads it (num_heads=12)."""
+    args = _readme_export("timm")
+    workdir = _flag(args, "workdir")
+    checkout = _train(tmp_path_factory, shapes_data_dir, workdir,
+                      "configs/mocov3.py:shapes,vit_small", "--config.model.vit_depth=2")
+    r = run_command(args, cwd=checkout)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "num_heads=12" in r.stdout
     model = _timm().create_model("vit_small_patch16_224", num_heads=12, depth=2, img_size=32,
                                  num_classes=0, pretrained=False)
-    model.load_state_dict(_load_safetensors(out), strict=True)
+    model.load_state_dict(_load_safetensors(os.path.join(checkout, _flag(args, "out"))),
+                          strict=True)
     images = _images(seed=5)
     _assert_same_features(_torch_features(model, images),
                           _run_features(os.path.join(checkout, workdir), images))
