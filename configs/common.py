@@ -171,6 +171,10 @@ def eval_config(preset: str) -> ml_collections.ConfigDict:
     c.sensitivity = ml_collections.ConfigDict()
     c.sensitivity.num_images = 512  # test images, each augmented once per augmentation
     c.sensitivity.augmentations = "flip,color,gray,blur,crop"
+    # Sensitivity over strength: each of these augmentations at each strength, 0 (none) to 1
+    # (the pretraining config's); "" skips it (evaluation/sensitivity.py STRENGTH).
+    c.sensitivity.strength_augmentations = "color,blur,crop"
+    c.sensitivity.strengths = "0,0.25,0.5,0.75,1"
     c.retrieval = ml_collections.ConfigDict()
     c.retrieval.ks = "1,5,10"  # precision@k of the test queries' k nearest train images
     c.retrieval.grid_seed = 0  # which 8 test queries the figure shows

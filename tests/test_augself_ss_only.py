@@ -2,9 +2,13 @@
 heads' losses alone. The SSL term is absent from the gradient (the projector gets none), the
 real train step runs, and validation refuses the switch without a head, before compiling."""
 
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
+from conftest import copy_checkout, run_command
 from flax import nnx
 from test_methods_support import FAST, build, synthetic_batch, tiny_config
 from test_train_support import host_leaves, two_real_steps
@@ -75,3 +79,26 @@ def test_ss_only_without_a_head_is_refused():
     with pytest.raises(ConfigError, match=r"^augself.ss_only: .*allowed: ss_only False, or a "
                                           r"weight > 0 for one of .*crop"):
         tiny_config("simclr", augself={"ss_only": True})
+
+
+def test_command_line_refuses_ss_only_without_a_head(tmp_path):
+    checkout = copy_checkout(tmp_path / "checkout")
+    r = run_command(["main.py", "--config=configs/simclr.py:shapes", "--workdir=runs/ss",
+                     "--config.augself.ss_only=True"], cwd=checkout)
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("config error:")]
+    assert len(errors) == 1 and errors[0].startswith("config error: augself.ss_only: ")
+    assert not os.path.exists(os.path.join(checkout, "runs", "ss"))  # nothing written
+
+
+@pytest.mark.slow  # a compile and two steps from the command line (~1-2 min on 2 cores)
+def test_command_line_ss_only_trains(tmp_path, shapes_data_dir):
+    checkout = copy_checkout(tmp_path / "checkout")
+    r = run_command(["main.py", "--config=configs/simclr_augself.py:shapes",
+                     "--workdir=runs/ss", "--config.augself.ss_only=True",
+                     "--config.total_steps=2", "--config.batch_size=16",
+                     "--config.log_every=1", "--config.knn_every=0",
+                     f"--config.data.data_dir={shapes_data_dir}"], cwd=checkout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(os.path.join(checkout, "runs", "ss", "config.json")) as f:
+        assert json.load(f)["augself"]["ss_only"] is True

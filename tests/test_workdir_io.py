@@ -97,8 +97,9 @@ def test_sensitivity_plot_written_to_gs(fake_gcs):
     png = fake_gcs.cat(path)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     with Image.open(io.BytesIO(png)) as image:
-        # figsize (1.6 + 1.3 * 2 stages, 3.2) inches at 100 dpi
-        assert image.size == (420, 320)
+        # plot_size(2 stages) inches at 100 dpi
+        width, height = sensitivity.plot_size(2)
+        assert image.size == (round(100 * width), round(100 * height))
 
 
 def test_resolved_config_written_to_gs(fake_gcs):

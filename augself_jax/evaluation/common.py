@@ -66,6 +66,7 @@ class Context:
     std: tuple[float, ...] = ()
     eval_dir: str = ""
     step: int = 0
+    run_name: str = ""  # the workdir's name, for figure titles
     log: Any = print
     writer: Any = None  # the run's metric writer (TensorBoard), for figures; None: files only
 

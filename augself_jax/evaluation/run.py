@@ -136,7 +136,8 @@ class EvaluationRun:
         self.step_dir = reports.step_dir(self.eval_dir, int(self.step))
         context = common.Context(backbone=self.backbone, mesh=self.mesh, mean=info.mean,
                                  std=info.std, eval_dir=self.step_dir, step=int(self.step),
-                                 log=self.log, writer=self.writer)
+                                 log=self.log, writer=self.writer,
+                                 run_name=os.path.basename(os.path.normpath(self.workdir)))
         self.evaluators = common.build(self.config, context)
         self.extractor = FeatureExtractor(self.mesh, info.mean, info.std)
         from augself_jax.checkpoints import BEST
