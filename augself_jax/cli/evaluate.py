@@ -65,9 +65,10 @@ def main(config, workdir: str, writer) -> None:
         print(reports.compare_table(a, b, os.path.basename(os.path.normpath(workdir)),
                                     os.path.basename(os.path.normpath(_COMPARE.value))))
         return
-    from augself_jax.evaluation.run import EvaluationRun
+    from augself_jax.evaluation.run import EvaluationRun, validate_eval_config
     from augself_jax.workdir import write_resolved_config
 
+    validate_eval_config(config)  # the eval section's own mistakes first, as before any read
     config = _evaluation_config(config, workdir, step)
     evaluation = EvaluationRun(config, workdir, step=step, save_features=_SAVE_FEATURES.value,
                                writer=writer)
