@@ -107,7 +107,12 @@ def evaluated(tiny_run, shapes_data_dir):
         shutil.copytree(os.path.join(checkout, workdir), os.path.join(checkout, "runs", name))
     common = [f"--config={CONFIG}", f"--config.data.data_dir={shapes_data_dir}", *QUICK_EVAL]
     procs = {
-        "step1": ["--workdir=runs/step1", "--step=1", "--save_features"],
+        "step1": ["--workdir=runs/step1", "--step=1", "--save_features",
+                  "--config.eval.retrieval.ks=1,5,10,20", "--config.eval.retrieval.grid_seed=3",
+                  "--config.eval.mutual_info.hidden=32", "--config.eval.mutual_info.ema=0.1",
+                  "--config.eval.mutual_info.batch_size=64",
+                  "--config.eval.mutual_info.learning_rate=0.003",
+                  "--config.eval.spectrum.rank_min=3", "--config.eval.spectrum.rank_max=9"],
         "step2": ["--workdir=runs/step2", "--step=best", "--config.eval.protocols=knn"],
     }
     procs = {name: subprocess.Popen([sys.executable, "evaluate.py", *common, *args],
@@ -137,6 +142,16 @@ def test_evaluate_step_n_runs_every_protocol(evaluated):
     assert {("shapes", "localization", "mean_iou"), ("shapes", "localization", "iou50"),
             ("shapes", "mutual_info", "mi_nats"), ("shapes", "spectrum", "alpha")} <= rows
     assert {(t, "retrieval", m) for t in TASKS for m in ("p@1", "p@5", "p@10", "map")} <= rows
+    # The analyses' overrides given on the command line reached them.
+    assert {(t, "retrieval", "p@20") for t in TASKS} <= rows
+    (mi,) = [x for x in records if x["protocol"] == "mutual_info"]
+    assert (mi["steps"], mi["hidden"], mi["ema"], mi["batch_size"], mi["learning_rate"]) == (
+        50, 32, 0.1, 64, 0.003)
+    alpha = next(x for x in records if x["metric"] == "alpha")
+    assert (alpha["rank_min"], alpha["rank_max"]) == (3, 9)
+    queries = np.sort(np.random.default_rng(3).choice(300, 8, replace=False))  # grid_seed 3
+    assert (f"retrieval_shapes.png (test queries {', '.join(map(str, queries))})"
+            in out["step1"])
     assert {x["dataset"] for x in records if x["protocol"] == "linear"} == TASKS
     assert {x["dataset"] for x in records if x["protocol"] == "fewshot"} == TASKS
     metrics = {x["metric"] for x in records}

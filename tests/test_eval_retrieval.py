@@ -103,7 +103,9 @@ def test_protocol_rows_grid_file_and_tensorboard_image(tmp_path):
     assert image.shape[0] > 600 and image.shape[1] > 700  # 8 rows of 9 labelled cells
     step, logged_image = writer.images["eval/retrieval_shapes"]
     assert step == 7 and logged_image.shape == (1, *image.shape)
-    assert logged == [f"shapes: retrieval grid {png}"]
+    queries = np.sort(np.random.default_rng(0).choice(40, 8, replace=False))
+    assert logged == [f"shapes: retrieval grid {png} (test queries "
+                      f"{', '.join(map(str, queries))})"]
 
 
 def test_thumbnails_of_sizes_that_do_not_divide():

@@ -181,7 +181,8 @@ class RetrievalEvaluator(common.Evaluator):
                        f"retrieval on {features.name}, step {ctx.step}")
         path = common.publish_png(ctx, f"retrieval_{features.name}.png", png)
         if path:
-            ctx.log(f"{features.name}: retrieval grid {path}")
+            ctx.log(f"{features.name}: retrieval grid {path} (test queries "
+                    f"{', '.join(str(int(i)) for i in queries)})")
 
 
 PROTOCOL = RetrievalEvaluator
