@@ -166,12 +166,16 @@ def _check(aug, image_size):
             raise ConfigError(f"aug.{field}: {aug[field]} must be >= 0")
 
 
+_OP_NAMES = ("brightness", "contrast", "saturation", "hue")  # OPS spelled out
+
+
 def _caption(rec, i):
+    """Two lines: the four ops in the order applied, each with its factor (hue: its shift)."""
     if not rec["color_applied"][i]:
-        return "jit off"
-    b, c, s, h = rec["color"][i]
-    order = "".join(OPS[k] for k in rec["color_order"][i])
-    return f"jit {order} {b:.2f} {c:.2f} {s:.2f} {h:+.3f}"
+        return "jitter off"
+    values = [f"{v:.2f}" for v in rec["color"][i][:3]] + [f"{rec['color'][i][3]:+.3f}"]
+    ops = [f"{_OP_NAMES[k]} {values[k]}" for k in rec["color_order"][i]]
+    return f"jitter, in order: {ops[0]}, {ops[1]},\n  {ops[2]}, {ops[3]}"
 
 
 COLOR = register(Augmentation(

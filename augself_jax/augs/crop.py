@@ -86,8 +86,8 @@ def _check(aug, image_size):
 
 
 def _caption(rec, i):
-    t, left, h, w = rec["crop"][i]
-    return f"crop {t:.2f} {left:.2f} {h:.2f} {w:.2f}"
+    t, left, h, w = rec["crop"][i]  # the box's top-left corner and size, fractions of the source
+    return f"crop y={t:.2f} x={left:.2f} h={h:.2f} w={w:.2f}"
 
 
 CROP = register(Augmentation(
