@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from clu import metric_writers
 
 
@@ -23,6 +24,46 @@ def make_writer(workdir: str) -> metric_writers.MetricWriter:
     if jax.process_index() != 0:
         return metric_writers.MultiWriter([])
     return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+
+
+def config_hparams(config: ml_collections.ConfigDict) -> dict[str, bool | int | float | str]:
+    """The config's leaves under dotted names, as TensorBoard's hparams take them (scalars;
+    anything else, such as a tuple or None, as its text)."""
+    flat = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, (dict, ml_collections.ConfigDict)):
+                walk(f"{name}.", value)
+            elif isinstance(value, (bool, int, float, str)):
+                flat[name] = value
+            else:
+                flat[name] = str(value)
+
+    walk("", config.to_dict())
+    return flat
+
+
+def write_config(writer: metric_writers.MetricWriter, config: ml_collections.ConfigDict
+                 ) -> None:
+    """The resolved config at step 0: as text (`config`, the JSON of config.json) and as
+    hparams (TensorBoard's HPARAMS tab, to compare runs by any field)."""
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    writer.write_texts(0, {"config": f"```\n{text}\n```"})  # a code block keeps the layout
+    writer.write_hparams(config_hparams(config))
+
+
+def write_sample_views(writer: metric_writers.MetricWriter, config: ml_collections.ConfigDict,
+                       num_images: int = 16) -> None:
+    """The preview's captioned grid of the config's first `num_images` examples and their
+    two views (data/preview.py) as image `sample_views` at step 0."""
+    import numpy as np
+
+    from augself_jax.data.preview import sample_views
+
+    _, image = sample_views(config, num_images)
+    writer.write_images(0, {"sample_views": np.asarray(image)[None]})
 
 
 @jax.jit

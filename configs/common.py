@@ -224,6 +224,9 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
     # checkpoint of the best accuracy is kept in WORKDIR/best_checkpoint (--step best).
     c.knn_every = 0
     c.knn_max_examples = 10000  # cap on memory (train) and query (test) images of the monitor
+    # TensorBoard at step 0 of a new run: the config (text and hparams) and, when True, a
+    # captioned grid of 16 sample views (the preview's picture; a few seconds).
+    c.tensorboard_views = True
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all devices
     # CPU only: compile the train step without LLVM's expensive passes (compiles several
     # times faster, steps somewhat slower); for tests and short CPU runs.

@@ -86,14 +86,15 @@ def test_pretraining_prints_progress_and_a_true_knn_number(tiny_run, shapes_data
 
     # The monitor ran on the state of the last step, which is checkpoint 2: 1-NN with cosine
     # similarity of the first 200 train images (memory) and 200 test images (queries).
-    (printed,) = re.findall(r"step 2/2 kNN \(1-NN cosine\) top-1: ([0-9.]+)", r.stdout)
+    (printed,) = re.findall(r"step 2/2 kNN \(1-NN cosine\) top-1: ([0-9.]+)% \(monitor: "
+                            r"200 train / 200 test images\)", r.stdout)
     features = _features_fn(run_dir, shapes_data_dir, 2)
     train_x, train_y = _images(shapes_data_dir, "train", 200)
     test_x, test_y = _images(shapes_data_dir, "test", 200)
     sk = KNeighborsClassifier(n_neighbors=1, metric="cosine").fit(features(train_x), train_y)
-    expected = float(np.mean(sk.predict(features(test_x)) == test_y))
-    # Printed with 4 decimals; a floating-point tie may flip one query.
-    assert abs(float(printed) - expected) <= 1 / 200 + 1e-4, (printed, expected)
+    expected = 100 * float(np.mean(sk.predict(features(test_x)) == test_y))
+    # In percent with 2 decimals; a floating-point tie may flip one query.
+    assert abs(float(printed) - expected) <= 100 / 200 + 0.01, (printed, expected)
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,8 @@ def _scalars(workdir) -> dict[str, dict[int, float]]:
     for path in sorted(glob.glob(os.path.join(str(workdir), "events.out.tfevents*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "scalars":
+                    continue  # the config's text and hparams, the sample views
                 out.setdefault(value.tag, {})[event.step] = float(
                     tf.make_ndarray(value.tensor))
     return out
@@ -99,7 +101,7 @@ def test_best_checkpoint_is_kept_beside_the_last_k(best_run):
     assert checkpoints.all_steps(workdir, checkpoints.BEST_SUBDIR) == [3]
     best = checkpoints.TrainCheckpointer(workdir, keep=1, subdir=checkpoints.BEST_SUBDIR)
     try:
-        assert best.read_meta(3)["knn_top1"] == 0.7
+        assert best.read_meta(3)["knn_1nn_top1_pct"] == 0.7
         state, meta = best.restore(3, result.setup.abstract_state)
     finally:
         best.close()

@@ -86,6 +86,11 @@ def checkpoint_meta(config: ml_collections.ConfigDict, step: int, num_steps: int
             "contract": contract(config, num_steps)}
 
 
+# The kNN monitor's accuracy (percent; train/monitor.py): TensorBoard's name and the best
+# checkpoint's meta key.
+MONITOR_METRIC = "monitor/knn_1nn_top1_pct"
+MONITOR_METRIC_META = "knn_1nn_top1_pct"
+
 _COMPILED: dict[str, tuple[state_lib.Setup, Callable]] = {}
 _COMPILED_KEPT = 3
 
@@ -159,7 +164,9 @@ def _best_accuracy(best: checkpoints.TrainCheckpointer, config: ml_collections.C
         return -math.inf
     meta = best.read_meta(step)
     check_resume(meta, contract(config, num_steps), step, best.directory)
-    return float(meta["knn_top1"])
+    if MONITOR_METRIC_META not in meta:  # kept before the monitor reported percent
+        return 100.0 * float(meta["knn_top1"])
+    return float(meta[MONITOR_METRIC_META])
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
@@ -171,6 +178,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
     mesh = mesh_lib.make_mesh(config, devices)
     setup, train_step = _setup_and_step(config, mesh)
     num_steps = setup.num_steps
+    warm = optimizers.warmup_steps(config)
+    if warm >= num_steps:
+        _lead_print(f"warning: the learning-rate warm-up ({warm} steps, optimizer.warmup_epochs="
+                    f"{config.optimizer.warmup_epochs}) covers the whole run ({num_steps} "
+                    "steps): the rate rises until the last step and never decays; lower "
+                    "--config.optimizer.warmup_epochs", err=True)
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
     # The best checkpoint by the monitor's accuracy: its own directory and manager, keeping
     # one, so the last-K pruning of `ckpt` never touches it and resume ignores it.
@@ -185,8 +198,14 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
             best.close()
         raise
 
-    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+    # No writer: TensorBoard's steps_per_sec is the progress line's rate (written below);
+    # clu's own estimate measures a different interval and disagreed with the console.
+    report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=None,
                                              every_steps=config.log_every, every_secs=None)
+    if is_lead and start_step == 0:
+        metric_logging.write_config(writer, config)
+        if config.tensorboard_views:
+            metric_logging.write_sample_views(writer, config)
     last_metrics: dict[str, float] = {}
     interval = metric_logging.IntervalMean()
     stopped_at = None
@@ -202,8 +221,18 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
         for step in range(start_step + 1, num_steps + 1):  # `step`: steps done after this one
             with report.timed("data"):
                 batch = next(batches)  # on the devices, the next ones already on their way
+            first = step == start_step + 1
+            if first:
+                _lead_print("compiling the train step (the first step waits for it)...")
+                compile_start = time.perf_counter()
             with report.timed("train_step"):
                 state, metrics = train_step(state, batch)
+            if first:
+                jax.block_until_ready(metrics)
+                first_seconds = time.perf_counter() - compile_start
+                _lead_print(f"compiled and ran the first step in {first_seconds:.1f} s")
+                # The rate of the first interval then leaves the compile out.
+                last_time, last_step = time.perf_counter(), step
             interval.add(metrics)
             report(step)
             ckpt.check_for_errors()  # a failed background save stops the run here, at once
@@ -220,26 +249,28 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
                     check_finite(current["loss"], step, ckpt.last_good_step(), workdir,
                                  bad_array, current.get("grad_norm"))
                 if step % config.log_every == 0 or is_last:
-                    writer.write_scalars(step, means)
-                    interval.reset()
                     now = time.perf_counter()
-                    rate = (step - last_step) / max(now - last_time, 1e-9)
+                    rate = ((step - last_step) / max(now - last_time, 1e-9) if step > last_step
+                            else 1.0 / first_seconds)  # the first step is its own interval
                     last_time, last_step = now, step
+                    writer.write_scalars(step, {**means, "steps_per_sec": rate})
+                    interval.reset()
                     if is_lead:
                         print(_progress_line(step, num_steps, means, rate), flush=True)
             if knn is not None and (step % config.knn_every == 0 or is_last):
                 with report.timed("knn"):
-                    accuracy = knn(state)
-                writer.write_scalars(step, {"knn_top1": accuracy})
-                last_metrics["knn_top1"] = accuracy
+                    accuracy = knn(state)  # percent, as the evaluation reports
+                writer.write_scalars(step, {MONITOR_METRIC: accuracy})
+                last_metrics[MONITOR_METRIC] = accuracy
                 if is_lead:
-                    print(f"step {step}/{num_steps} kNN (1-NN cosine) top-1: {accuracy:.4f}",
+                    print(f"step {step}/{num_steps} kNN (1-NN cosine) top-1: {accuracy:.2f}% "
+                          f"(monitor: {knn.num_train} train / {knn.num_test} test images)",
                           flush=True)
                 if accuracy > best_accuracy:  # strict: a tie keeps the earlier checkpoint
                     best_accuracy = accuracy
                     with report.timed("checkpoint"):
                         best.save(step, state, {**checkpoint_meta(config, step, num_steps),
-                                                "knn_top1": accuracy})
+                                                MONITOR_METRIC_META: accuracy})
             if is_save:
                 with report.timed("checkpoint"):
                     ckpt.save(step, state, checkpoint_meta(config, step, num_steps))

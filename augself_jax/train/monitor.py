@@ -1,7 +1,9 @@
 """The kNN monitor during pretraining: 1-NN with cosine similarity, the labelled train split
-as memory and the test split as queries (docs/EVALUATION.md section 4, as the reference).
-The features and the accuracy come from the evaluation's own FeatureExtractor and `knn`
-protocol, so the monitor's number is evaluate.py's `top1_k1` on the pretraining dataset."""
+as memory and the test split as queries (docs/EVALUATION.md section 4, as the reference), on
+the first `knn_max_examples` images of each. The features and the accuracy come from the
+evaluation's own FeatureExtractor and `knn` protocol, in percent as the evaluation reports
+them; the number equals evaluate.py's `top1_k1` only when both use the same images (the
+monitor's subset is usually smaller). TensorBoard: `monitor/knn_1nn_top1_pct`."""
 
 import jax
 import ml_collections
@@ -43,7 +45,8 @@ def load_split(config: ml_collections.ConfigDict, split: str, global_batch: int
 
 
 class KnnMonitor:
-    """Loads the two splits once; `__call__(state)` is the current 1-NN accuracy in [0, 1]."""
+    """Loads the two splits once; `__call__(state)` is the current 1-NN top-1 accuracy in
+    percent; `num_train` and `num_test` are the images it uses."""
 
     def __init__(self, config: ml_collections.ConfigDict, setup: Setup):
         from augself_jax.data.global_batch import check_batch_divides
@@ -59,6 +62,13 @@ class KnnMonitor:
         self._knn = KnnEvaluator(ks=(1,))
         self._splits = {"train": load_split(config, "train", global_batch),
                         "test": load_split(config, "test", global_batch)}
+        counts = np.array([sum(int(b["mask"].sum()) for b in self._splits[s])
+                           for s in ("train", "test")])  # this process's real rows
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+        self.num_train, self.num_test = int(counts[0]), int(counts[1])
 
     def __call__(self, state: TrainState) -> float:
         backbone = nnx.merge(self._graphdef, state.params, state.rest).backbone
@@ -67,4 +77,4 @@ class KnnMonitor:
                   for name, batches in self._splits.items()}
         features = common.Features("monitor", ("label",), splits)
         (top1,) = self._knn.run(features)
-        return top1.value / 100.0
+        return float(top1.value)
