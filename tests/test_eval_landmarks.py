@@ -99,9 +99,16 @@ def test_landmarks_on_mock_celeba_through_the_evaluation_input():
             splits[name] = extractor(_Pooled(), batches)
     assert splits["train"]["features"].shape == (24, 48)
     assert splits["train"]["landmarks"].shape == (24, 10)
-    results = landmarks.LandmarksEvaluator().run(common.Features("celeba", (), splits))
+    features = common.Features("celeba", (), splits)
+    results = landmarks.LandmarksEvaluator().run(features)
     assert [r.metric for r in results] == ["landmarks_r2", "landmarks_err"]
     assert all(np.isfinite(r.value) for r in results) and results[1].value > 0
+    # The label protocols have nothing to count on a dataset without labels, and say so
+    # by reporting nothing rather than failing.
+    context = common.Context(mesh=eval_mesh())
+    for name in ("linear", "knn", "retrieval"):
+        evaluator = common.get(name).from_config(base_config("shapes"), context)
+        assert evaluator.run(features) == [], name
     assert jax.device_count() == 8  # the features were sharded over the 8 CPU devices
 
 
