@@ -301,20 +301,36 @@ def test_refusals_are_one_line_before_anything_is_written(tiny_run, tmp_path):
 
 # --- the converters on random backbones (no training) ---------------------------------------
 
-def _randomised_norms(module: nnx.Module, seed: int) -> nnx.Module:
-    """Random BatchNorm / LayerNorm scales, biases and statistics (init leaves them 1, 0,
-    0, 1, and zero scales on each block's last BN), so a mix-up of any of them shows."""
-    rng = np.random.default_rng(seed)
-    for _, node in nnx.iter_graph(module):
-        if isinstance(node, (nnx.BatchNorm, nnx.LayerNorm)):
-            n = node.scale.shape
-            node.scale[...] = jnp.asarray(rng.uniform(0.5, 1.5, n), jnp.float32)
-            node.bias[...] = jnp.asarray(rng.normal(0, 0.1, n), jnp.float32)
-            if isinstance(node, nnx.BatchNorm):
-                node.mean[...] = jnp.asarray(rng.normal(0, 0.1, n), jnp.float32)
-                node.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, n), jnp.float32)
+def _random_backbone(make) -> nnx.Module:
+    """The module `make` builds, in eval mode, with every array drawn at random: kernels
+    He-normal, norm scales in [0.5, 1.5], biases and BatchNorm means ~ N(0, 0.1), variances
+    in [0.5, 2] (init's 1, 0, 0, 1 and zero last-BN scales would hide a mix-up). Drawn in
+    NumPy into the abstract module: building a ResNet-50 op by op costs ~20 s of CPU."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    graphdef, state = nnx.split(nnx.eval_shape(make))
+
+    def draw(path, leaf):
+        name = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
+        shape = leaf.shape
+        if name in ("kernel", "patch_kernel"):
+            x = rng.normal(0, np.sqrt(2 / np.prod(shape[:-1])), shape)
+        elif name in ("scale",):
+            x = rng.uniform(0.5, 1.5, shape)
+        elif name == "var":
+            x = rng.uniform(0.5, 2.0, shape)
+        else:  # bias, patch_bias, mean, cls_token
+            x = rng.normal(0, 0.1, shape)
+        return jnp.asarray(x, leaf.dtype)
+
+    module = nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
     module.eval()
     return module
+
+
+def _jax_features(module: nnx.Module, images: np.ndarray) -> np.ndarray:
+    return np.asarray(nnx.jit(lambda m, x: m(x))(module, jnp.asarray(images)))
 
 
 def _nested(module: nnx.Module) -> dict:
@@ -329,15 +345,16 @@ def test_resnet50_converters_match_torchvision_and_detectron2_naming():
     from augself_jax.export import to_detectron2, to_torchvision
     from augself_jax.models.resnet import ResNet
 
-    ours = _randomised_norms(ResNet("resnet50", stem="imagenet", width=8, rngs=nnx.Rngs(3)), 4)
+    ours = _random_backbone(lambda: ResNet("resnet50", stem="imagenet", width=8,
+                                           rngs=nnx.Rngs(0)))
     nested = _nested(ours)
     state = to_torchvision.state_dict(nested, "resnet50", step=5)
     model = _torchvision_resnet("resnet50", width=8, stem="imagenet")
     assert set(state) == set(model.state_dict())
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()},
+    model.load_state_dict({k: torch.tensor(v) for k, v in state.items()},
                           strict=True)
-    images = _images(size=64)
-    _assert_same_features(_torch_features(model, images), ours(jnp.asarray(images)))
+    images = _images()
+    _assert_same_features(_torch_features(model, images), _jax_features(ours, images))
 
     _check_detectron2(to_detectron2.pickled(to_detectron2.state_dict(nested, "resnet50", 5)),
                       state, depths=(3, 4, 6, 3), convs=3)
@@ -347,15 +364,15 @@ def test_vit_small_converter_matches_timm_with_12_heads():
     from augself_jax.export import to_timm
     from augself_jax.models.vit import ViT
 
-    ours = _randomised_norms(ViT("vit_small", 32, 16, depth=2, rngs=nnx.Rngs(5)), 6)
-    state = {k: torch.from_numpy(v) for k, v in to_timm.state_dict(_nested(ours), 2).items()}
+    ours = _random_backbone(lambda: ViT("vit_small", 32, 16, depth=2, rngs=nnx.Rngs(0)))
+    state = {k: torch.tensor(v) for k, v in to_timm.state_dict(_nested(ours), 2).items()}
     timm = _timm()
     model = timm.create_model("vit_small_patch16_224", num_heads=12, depth=2, img_size=32,
                               num_classes=0, pretrained=False)
     assert set(state) == set(model.state_dict())
     model.load_state_dict(state, strict=True)
     images = _images(seed=2)
-    want = np.asarray(ours(jnp.asarray(images)))
+    want = _jax_features(ours, images)
     _assert_same_features(_torch_features(model, images), want)
 
     # timm's stock ViT-S (6 heads) takes the same file without an error and computes
