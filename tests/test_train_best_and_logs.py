@@ -68,6 +68,7 @@ class _FakeMonitor:
     """Stands in for the kNN monitor: returns the next accuracy of ACCURACIES."""
 
     accuracies: list[float] = []
+    num_train = num_test = 64  # the images the real monitor reports using
 
     def __init__(self, config, setup):
         self._left = iter(type(self).accuracies)
