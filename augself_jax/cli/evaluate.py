@@ -9,10 +9,11 @@ section and where data is read: a field that changes what was trained (method, m
 dataset, augmentation, AugSelf, CASSLE) must match the checkpoint's, the rest is the
 training's (augself_jax/trained_config.py). It restores the backbone of WORKDIR's latest
 checkpoint (or --step N, or --step best: the checkpoint of the best kNN-monitor accuracy,
-kept when the run had knn_every > 0), runs the protocols and writes WORKDIR/eval/results.{json,md}
-(and each number to TensorBoard as eval/<dataset>/<protocol>/<metric> at the checkpoint's
-step). With --compare DIR2 it only prints the delta table of WORKDIR's and DIR2's existing
-results.
+kept when the run had knn_every > 0), runs the protocols and writes
+WORKDIR/eval/step_<N>/results.{json,md}, copied to WORKDIR/eval/results.{json,md} as the
+latest (and each number to TensorBoard as eval/<dataset>/<protocol>/<metric> at the
+checkpoint's step). With --compare DIR2 it only prints the delta table (B - A, A = WORKDIR)
+of WORKDIR's and DIR2's latest results, and the rows found in only one of them.
 
 A missing workdir, a checkpoint that cannot be read or holds NaN/Inf, a config that does
 not fit it, a workdir that main.py is training in: one line on stderr, exit status 2
