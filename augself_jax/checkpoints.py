@@ -6,7 +6,7 @@ Layout: `WORKDIR/checkpoints/<step>/state` holds one nested dict of arrays
 and `WORKDIR/checkpoints/<step>/meta` a JSON record (step, data_position, the
 model section, the resume contract). The last `keep_checkpoints` steps are kept there.
 With the kNN monitor on, `WORKDIR/best_checkpoint/<step>` holds the one checkpoint of the
-best monitor accuracy so far (its meta adds `knn_top1`): a second manager, so the last-K
+best monitor accuracy so far (its meta adds `knn_1nn_top1_pct`): a second manager, so the last-K
 pruning never removes it, and resume never reads it (it resumes from the latest).
 
 Orbax writes each step to a temporary directory and renames it only when complete, so a
