@@ -71,12 +71,10 @@ def test_photometric_cost_is_a_positive_part_of_the_step(costs):
     assert 0 < photo.bytes_accessed < costs["plain", 8].bytes_accessed
 
 
-@pytest.mark.parametrize("size,dtype", [(32, "float32"), (32, "bfloat16")])
-def test_photometric_chain_accesses_fewer_bytes_than_before(size, dtype):
+def test_photometric_chain_accesses_fewer_bytes_than_before():
     """Both counts come from the lowered programs (the chain before issue 25 is kept in
     benchmarks/photometric_before.py): the blur's shifted copies were most of the bytes."""
-    config = make_config("simclr", "plain", batch=8, dtype=dtype,
-                         **dict(TINY, image_size=size))
+    config = make_config("simclr", "plain", batch=8, **dict(TINY, image_size=32))
     config.aug.blur_kernel = 23  # the ImageNet presets' kernel, where the copies cost most
     now = bench_cost.photometric_cost(config)
     before = bench_cost.photometric_cost(config, before=True)

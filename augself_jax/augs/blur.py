@@ -35,8 +35,7 @@ def gaussian_kernels(sigma: jax.Array, kernel_size: int) -> jax.Array:
     return w / jnp.sum(w, axis=1, keepdims=True)
 
 
-def reflect_blur_matrices(sigma: jax.Array, size: int, kernel_size: int,
-                          dtype: jnp.dtype = jnp.float32) -> jax.Array:
+def reflect_blur_matrices(sigma: jax.Array, size: int, kernel_size: int) -> jax.Array:
     """[B, size, size]: row i holds the weights of output pixel i on each input pixel of
     one image axis, the reflect padding folded in; the identity where sigma is 0.
 
@@ -51,13 +50,11 @@ def reflect_blur_matrices(sigma: jax.Array, size: int, kernel_size: int,
     source = np.abs(source)
     source = np.where(source > size - 1, 2 * (size - 1) - source, source)  # [size, taps]
     taps = jnp.asarray(source, jnp.int32)[:, :, None] == lax.iota(jnp.int32, size)
-    matrices = jnp.einsum("bt,itj->bij", w, taps.astype(jnp.float32),
-                          precision=lax.Precision.HIGHEST)
-    return matrices.astype(dtype)
+    return jnp.einsum("bt,itj->bij", w, taps.astype(jnp.float32),
+                      precision=lax.Precision.HIGHEST)
 
 
-def gaussian_blur(x: jax.Array, sigma: jax.Array, *, kernel_size: int,
-                  dtype: jnp.dtype = jnp.float32) -> jax.Array:
+def gaussian_blur(x: jax.Array, sigma: jax.Array, *, kernel_size: int) -> jax.Array:
     """Separable Gaussian blur with reflect padding where sigma > 0 (x [B, H, W, C]).
 
     Written here rather than pix.gaussian_blur, which pads with zeros (darkening the
@@ -66,23 +63,20 @@ def gaussian_blur(x: jax.Array, sigma: jax.Array, *, kernel_size: int,
     (`reflect_blur_matrices`): the image is read once and written once per pass, in its
     own layout, where the kernel_size shifted copies of a padded image were read before
     (bytes accessed bound this op on an accelerator, not FLOPs). Where sigma is 0 x is
-    returned as it is.
-
-    `dtype`: the products' input dtype (bfloat16 where the model computes in bfloat16),
-    accumulated in float32; float32 products run at full float32 precision.
+    returned as it is. The products run at full float32 precision (no TF32 on an
+    accelerator): bfloat16 inputs were tried and moved the bfloat16 step's loss 8x further
+    from float32's (tests/test_bf16.py).
     """
     if x.shape[1] != x.shape[2]:
-        rows_m = reflect_blur_matrices(sigma, x.shape[1], kernel_size, dtype)
-        cols_m = reflect_blur_matrices(sigma, x.shape[2], kernel_size, dtype)
+        rows_m = reflect_blur_matrices(sigma, x.shape[1], kernel_size)
+        cols_m = reflect_blur_matrices(sigma, x.shape[2], kernel_size)
     else:  # square views: one matrix for both axes
-        rows_m = cols_m = reflect_blur_matrices(sigma, x.shape[1], kernel_size, dtype)
+        rows_m = cols_m = reflect_blur_matrices(sigma, x.shape[1], kernel_size)
     full = lax.Precision.HIGHEST
-    rows = jnp.einsum("bij,bjwc->biwc", rows_m, x.astype(dtype), precision=full,
-                      preferred_element_type=jnp.float32)
-    out = jnp.einsum("bij,bhjc->bhic", cols_m, rows.astype(dtype), precision=full,
-                     preferred_element_type=jnp.float32)
+    rows = jnp.einsum("bij,bjwc->biwc", rows_m, x, precision=full)
+    out = jnp.einsum("bij,bhjc->bhic", cols_m, rows, precision=full)
     out = jnp.clip(out, 0.0, 1.0)  # the weights sum to 1 only up to rounding
-    return jnp.where(sigma[:, None, None, None] > 0, out, x)  # bfloat16 would round x
+    return jnp.where(sigma[:, None, None, None] > 0, out, x)
 
 
 def blur_value(params: dict, ranges, reference: bool) -> jax.Array:
@@ -109,8 +103,8 @@ BLUR = register(Augmentation(
     draws=(("blur_applied", 1), ("blur", 1)),
     record=(Field("blur", (), "float32", (0.0,)),),
     sample=_sample,
-    op=lambda x, p, *, blur_kernel, compute_dtype="float32", **_: (
-        gaussian_blur(x, p["blur"], kernel_size=blur_kernel, dtype=compute_dtype), {}),
+    op=lambda x, p, *, blur_kernel, **_: (gaussian_blur(x, p["blur"], kernel_size=blur_kernel),
+                                          {}),
     prob_field="blur_prob", check=_check,
     caption=lambda rec, i: f"blur {rec['blur'][i]:.2f}",
     augself=AugSelfTarget(1, "mse", lambda pa, pb, ranges, reference: (

@@ -116,8 +116,7 @@ class Augmentation:
     # width) -> {record key: [V, ...]} (plus host-only extras such as 'crop_px').
     sample: Callable[..., dict]
     # HOST: op(image float [H, W, 3], params of one view, out_size) -> image (TensorFlow).
-    # DEVICE: op(x float [B, H, W, 3] in [0, 1], params, blur_kernel=..., compute_dtype=...)
-    # -> (x, updates); an op that ignores a keyword takes **_.
+    # DEVICE: op(x float [B, H, W, 3] in [0, 1], params, blur_kernel=...) -> (x, updates).
     op: Callable[..., Any]
     caption: Callable[[dict, int], str]  # one short line for the preview grid
     prob_field: str | None = None  # the config field that switches it on (None: always)

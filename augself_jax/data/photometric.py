@@ -12,20 +12,17 @@ import jax.numpy as jnp
 from augself_jax import augs
 
 
-def apply_photometric(views_uint8: jax.Array, params: dict, *, blur_kernel: int,
-                      compute_dtype: str | jnp.dtype = "float32") -> tuple[jax.Array, dict]:
+def apply_photometric(views_uint8: jax.Array, params: dict, *,
+                      blur_kernel: int) -> tuple[jax.Array, dict]:
     """uint8 views [B, H, W, 3] + their records -> (float32 views in [0, 1], records with
     the device-filled keys (`color_mean_shift`) filled).
 
-    `compute_dtype`: the model's compute dtype. Under bfloat16 the blur's products take
-    bfloat16 inputs (float32 accumulation; the model rounds its input to bfloat16
-    anyway); the jitter, and so the record's `color_mean_shift`, stay float32.
+    Float32 whatever the model's dtype (augs/blur.py says why the blur stays float32).
     """
     x = views_uint8.astype(jnp.float32) / 255.0
     params = dict(params)
     for entry in augs.chain(augs.DEVICE):
-        x, filled = entry.op(x, params, blur_kernel=blur_kernel,
-                             compute_dtype=jnp.dtype(compute_dtype))
+        x, filled = entry.op(x, params, blur_kernel=blur_kernel)
         params.update(filled)
     return x, params
 

@@ -35,8 +35,7 @@ def prepare_views(config: ml_collections.ConfigDict, batch: dict) -> dict:
     out = {"label": batch["label"]}
     for view in ("1", "2"):
         images, params = apply_photometric(batch[f"view{view}"], batch[f"params{view}"],
-                                           blur_kernel=config.aug.blur_kernel,
-                                           compute_dtype=config.model.dtype)
+                                           blur_kernel=config.aug.blur_kernel)
         out[f"view{view}"] = normalize(images, jnp.asarray(info.mean), jnp.asarray(info.std))
         out[f"params{view}"] = params
     return out
