@@ -393,7 +393,7 @@ def _train(tmp_path_factory, shapes_data_dir, workdir: str, config: str,
                      "--config.total_steps=2", "--config.batch_size=16",
                      "--config.checkpoint_every=1", "--config.log_every=1",
                      "--config.knn_every=0", f"--config.data.data_dir={shapes_data_dir}",
-                     *flags], cwd=checkout)
+                     *flags], cwd=checkout, timeout=1800)  # a ResNet-50 compile is slow
     assert r.returncode == 0, r.stderr[-3000:]
     return checkout
 
