@@ -25,7 +25,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m augself_jax.export", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="python -m augself_jax.export",
+                description="Writes a pretraining run's backbone as a torchvision or timm "
+                "safetensors file or a detectron2 pickle (README: Use the backbone elsewhere).")
     p.add_argument("--workdir", required=True, help="The pretraining run's workdir.")
     p.add_argument("--step", default=None,
                    help="A step number, or 'best' (the best kNN-monitor checkpoint); "
