@@ -25,7 +25,8 @@ def test_rotating_batches_compile_the_cassle_step_once():
     from augself_jax.train.prefetch import device_batches
     from augself_jax.train.step import STEP_KEYS, make_train_step
 
-    config = make_config("mocov3", "cassle", batch=8, **TINY)
+    config = make_config("simclr", "cassle", batch=8, **TINY)  # one encoder: a quick compile
+    config.xla_fast_compile = True
     mesh = mesh_lib.make_mesh(config, jax.devices()[:1])
     setup = state_lib.make_setup(config, mesh, num_steps=100)
     step = make_train_step(config, setup)
