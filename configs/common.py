@@ -142,7 +142,7 @@ def eval_config(preset: str) -> ml_collections.ConfigDict:
     c.batch_size = 256  # global feature-extraction batch (a multiple of the device count)
     # Comma-separated: linear | fewshot | knn | sensitivity | probe (colour histogram; on
     # the built-in dataset also hue angle, position and size) | localization (datasets with
-    # boxes) | retrieval | mutual_info | spectrum (README, "Transfer evaluation").
+    # boxes) | retrieval | mutual_info | spectrum (docs/EVALUATION.md).
     c.protocols = "linear,fewshot,knn,sensitivity,probe"
     if preset == "shapes":
         c.protocols += ",localization,retrieval,mutual_info,spectrum"
@@ -256,7 +256,7 @@ def base_config(preset: str | None) -> ml_collections.ConfigDict:
         c.knn_max_examples = 2000
         c.model.width = 8
         # The short-schedule recipe, chosen once for every arm from plain SimCLR and plain
-        # supervised runs (README, "The built-in dataset"): at the reference's lr
+        # supervised runs (docs/RESULTS.md section 2): at the reference's lr
         # (0.03 x 128 / 256) 300 steps barely move the network; lr 0.3 with half an epoch
         # (78 steps) of warm-up learns shape within 100 steps.
         c.optimizer.base_lr = 0.6  # lr = 0.6 x 128 / 256 = 0.3

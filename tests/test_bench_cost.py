@@ -78,7 +78,7 @@ def test_photometric_chain_accesses_fewer_bytes_than_before():
     config.aug.blur_kernel = 23  # the ImageNet presets' kernel, where the copies cost most
     now = bench_cost.photometric_cost(config)
     before = bench_cost.photometric_cost(config, before=True)
-    # 0.54x here, 0.54x at ResNet-50 / 224 px / batch 256 (README, Benchmarks).
+    # 0.54x here, 0.54x at ResNet-50 / 224 px / batch 256 (docs/RESULTS.md section 3).
     assert 0 < now.bytes_accessed < 0.75 * before.bytes_accessed, (now, before)
     row = bench_cost.photometric_row("r18/32", "simclr", before, before, before=True)
     assert "photometric ops before issue 25" in row and row.endswith("| 100.00% | 100.00% |")

@@ -1,4 +1,4 @@
-"""What the ViT step's profile on a CPU established (README, Benchmarks): the train step
+"""What the ViT step's profile on a CPU established (docs/RESULTS.md section 3): the train step
 compiles once for a stream of distinct batches, and under bfloat16 the attention logits
 reach the softmax in float32 without a bfloat16 rounding on the way."""
 
