@@ -98,7 +98,7 @@ def _thinned(model: torch.nn.Module, width: int) -> torch.nn.Module:
 
 
 def _torchvision_resnet(name: str, *, width: int, stem: str) -> torch.nn.Module:
-    """The README's lines: torchvision's model, `fc` dropped, the CIFAR stem's two lines."""
+    """docs/EXPORT.md's lines: torchvision's model, `fc` dropped, the CIFAR stem's two lines."""
     model = getattr(_torchvision().models, name)()
     if width != 64:
         model = _thinned(model, width)
@@ -446,7 +446,7 @@ def test_resnet50_momentum_encoder_from_a_byol_run(shapes_data_dir, tmp_path_fac
 def test_readme_timm_command_gives_vit_small_with_the_same_features(shapes_data_dir,
                                                                     tmp_path_factory):
     """A two-block ViT-S/16 (MoCo v3, two steps) in the README's timm workdir, exported by
-    its command as written and loaded as the README loads it (num_heads=12)."""
+    its command as written and loaded as docs/EXPORT.md loads it (num_heads=12)."""
     args = _readme_export("timm")
     workdir = _flag(args, "workdir")
     checkout = _train(tmp_path_factory, shapes_data_dir, workdir,
