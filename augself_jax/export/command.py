@@ -59,7 +59,7 @@ def _load_hint(fmt: str, config) -> str:
         hint += (f"; model.conv1 = torch.nn.Conv2d(3, {int(m.width)}, 3, 1, 1, bias=False); "
                  "model.maxpool = torch.nn.Identity()")
     if int(m.width) != 64:
-        hint += f"  (width {int(m.width)}: a thin network; see the README)"
+        hint += f"  (width {int(m.width)}: a thin network; see docs/EXPORT.md)"
     return hint
 
 
