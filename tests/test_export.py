@@ -14,7 +14,7 @@ training, seconds), and the one-line refusals. `slow`: two-step runs of a stock-
 ResNet-18 (torchvision's `resnet18` unchanged, and detectron2), a ResNet-50 (BYOL's
 momentum encoder) and a ViT-S/16 (MoCo v3) through `main.py`, then the command.
 
-torchvision: requirements.txt pins torch 2.13.0 and torchvision 0.28.0. Where torch is the
+torchvision: requirements-test.txt pins torch 2.13.0 and torchvision 0.28.0. Where torch is the
 CPU build (a machine with its wheel on disk), PyPI's torchvision, built against CUDA torch,
 cannot load its C extension (detection ops such as nms), and its import then stops
 registering fake kernels for `torchvision::nms` / `qnms`. `_torchvision` declares those two
