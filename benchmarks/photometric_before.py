@@ -75,14 +75,6 @@ def apply_photometric(views_uint8: jax.Array, params: dict, *,
 
 def prepare_views(config, batch: dict) -> dict:
     """train/step.py's prepare_views with this chain: both views, normalised."""
-    from augself_jax.data.photometric import normalize
-    from augself_jax.data.registry import get_dataset_info
+    from augself_jax.train.step import prepare_views as prepare_with
 
-    info = get_dataset_info(config.data.dataset)
-    out = {"label": batch["label"]}
-    for view in ("1", "2"):
-        images, params = apply_photometric(batch[f"view{view}"], batch[f"params{view}"],
-                                           blur_kernel=config.aug.blur_kernel)
-        out[f"view{view}"] = normalize(images, jnp.asarray(info.mean), jnp.asarray(info.std))
-        out[f"params{view}"] = params
-    return out
+    return prepare_with(config, batch, photometric=apply_photometric)

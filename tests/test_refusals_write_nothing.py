@@ -8,7 +8,6 @@ of the session's tiny run (conftest.tiny_run). The cheapest refusals run in the 
 suite; the rest are slow (each is one evaluate.py start-up, ~20-40 s here).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,19 +19,9 @@ import time
 
 import pytest
 from conftest import TINY_RUN_CONFIG, TINY_RUN_FLAGS, copy_checkout, run_command, tiny_run_command
+from test_reliability import _snapshot
 
 from augself_jax.workdir_lock import LOCK_FILE
-
-
-def _snapshot(workdir) -> dict[str, str]:
-    """Every file under `workdir` (relative path) and the hash of its bytes."""
-    found = {}
-    for root, _, files in os.walk(workdir):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, workdir)] = hashlib.sha256(f.read()).hexdigest()
-    return found
 
 
 def _the_one_line(result: subprocess.CompletedProcess, prefix: str) -> str:
