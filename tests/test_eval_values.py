@@ -157,7 +157,7 @@ def test_sensitivity_flip_of_a_flip_equivariant_map_is_exact():
 def _rows(table):
     """{(dataset, protocol, metric): (a, b, delta, arrow)} from a markdown delta table."""
     rows = {}
-    for line in table.splitlines()[2:]:
+    for line in [line for line in table.splitlines() if line.startswith("|")][2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         delta = cells[5]
         rows[tuple(cells[:3])] = (cells[3], cells[4], float(delta.split()[0]), delta.endswith("↑"))
@@ -187,8 +187,12 @@ def test_compare_table_deltas_and_arrows():
     assert rows[("shapes/hue", "linear", "top1")] == ("70.00", "67.00", -3.0, False)
     assert rows[("shapes", "probe", "hue_median_err_deg")] == ("20.00°", "18.50°", -1.5, True)
     assert rows[("shapes/size", "knn", "top1_k1")] == ("40.00", "40.00", 0.0, False)
-    header = reports.compare_table(a, b, "runA", "runB").splitlines()[0]
-    assert "| runA | runB | delta |" in header
+    table = reports.compare_table(a, b, "runA", "runB")
+    assert table.splitlines()[0].startswith("delta = B - A, A = runA")  # the direction, first
+    assert "| runA | runB | delta |" in table
+    # Rows found in one run only are listed, not dropped without a word.
+    assert "only in runA" in table and "only_a linear top1" in table
+    assert "only in runB" in table and "only_b linear top1" in table
 
 
 def test_markdown_table_rows():

@@ -10,6 +10,7 @@ the current step and stops (train/preemption.py). Only process 0 writes metrics;
 process joins checkpoint save and restore.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -148,11 +149,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, devices: list | None 
     writer = metric_logging.make_writer(workdir) if own_writer else writer
     try:
         with StopRequests() as stop:
-            return _run(config, workdir, devices, stop, writer)
-    finally:
-        writer.flush()
-        if own_writer:
-            writer.close()
+            result = _run(config, workdir, devices, stop, writer)
+    except BaseException:
+        # The run's own error is the one to report: a writer failing on the same full disk
+        # as it flushes would otherwise replace it with an asynchronous traceback.
+        with contextlib.suppress(Exception):
+            _finish_writer(writer, own_writer)
+        raise
+    _finish_writer(writer, own_writer)
+    return result
+
+
+def _finish_writer(writer: metric_writers.MetricWriter, own_writer: bool) -> None:
+    writer.flush()
+    if own_writer:
+        writer.close()
 
 
 def _best_accuracy(best: checkpoints.TrainCheckpointer, config: ml_collections.ConfigDict,
@@ -178,12 +189,6 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
     mesh = mesh_lib.make_mesh(config, devices)
     setup, train_step = _setup_and_step(config, mesh)
     num_steps = setup.num_steps
-    warm = optimizers.warmup_steps(config)
-    if warm >= num_steps:
-        _lead_print(f"warning: the learning-rate warm-up ({warm} steps, optimizer.warmup_epochs="
-                    f"{config.optimizer.warmup_epochs}) covers the whole run ({num_steps} "
-                    "steps): the rate rises until the last step and never decays; lower "
-                    "--config.optimizer.warmup_epochs", err=True)
     ckpt = checkpoints.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
     # The best checkpoint by the monitor's accuracy: its own directory and manager, keeping
     # one, so the last-K pruning of `ckpt` never touches it and resume ignores it.
@@ -197,6 +202,13 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
         if best is not None:
             best.close()
         raise
+    # After the resume checks, so that a refused resume prints its one line and nothing else.
+    warm = optimizers.warmup_steps(config)
+    if warm >= num_steps:
+        _lead_print(f"warning: the learning-rate warm-up ({warm} steps, optimizer.warmup_epochs="
+                    f"{config.optimizer.warmup_epochs}) covers the whole run ({num_steps} "
+                    "steps): the rate rises until the last step and never decays; lower "
+                    "--config.optimizer.warmup_epochs", err=True)
 
     # No writer: TensorBoard's steps_per_sec is the progress line's rate (written below);
     # clu's own estimate measures a different interval and disagreed with the console.
