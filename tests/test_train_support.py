@@ -1,7 +1,7 @@
 """Helpers for the trainer's tests: tiny configs and synthetic two-view batches (no tests here).
 
-Synthetic batches follow the pipeline's host-batch contract (CONTRACTS.md) so that the step,
-sharding and checkpoint tests do not pay for tf.data.
+Synthetic batches follow the pipeline's host batch and its parameter record
+(docs/METHOD.md), so that the step, sharding and checkpoint tests do not pay for tf.data.
 """
 
 import importlib.util
