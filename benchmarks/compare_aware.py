@@ -73,11 +73,15 @@ DEFAULT_ARMS = ("simclr", "simclr+augself", "simclr+cassle", "supervised", "supe
 # keeps hue. `hue_circle` draws the hue shift over the full circle (+-0.5 turn), which
 # makes colour useless for telling images apart: plain training then throws hue away,
 # and what AugSelf and CASSLE keep of it shows. `strong` is the reference's s = 2.
+# `hue72` keeps the reference's jitter and moves the data instead: the built-in dataset's
+# `shapes_hue72` version puts its 8 hue classes within the 72 degrees that jitter spans.
 COLOURS = {
     "reference": {"color_strength": 1.0},
     "hue_circle": {"hue": 0.5},
     "strong": {"color_strength": 2.0},
+    "hue72": {"color_strength": 1.0},
 }
+COLOUR_DATASETS = {"hue72": "shapes_hue72"}  # a colour setting's own dataset; else `shapes`
 
 # (column title, results.json dataset, metric)
 COLUMNS = (
@@ -133,6 +137,7 @@ def arm_config(arm: str, seed: int, colour: str):
         c[section][name] = setting
     c.seed = seed
     c.aug.update(COLOURS[colour])
+    c.data.dataset = COLOUR_DATASETS.get(colour, c.data.dataset)
     c.total_steps = FLAGS.steps
     c.batch_size = FLAGS.batch_size or c.batch_size
     c.model.width = FLAGS.width or c.model.width
@@ -143,7 +148,7 @@ def arm_config(arm: str, seed: int, colour: str):
     c.knn_every = 0
     c.data.data_dir = FLAGS.data_dir
     c.eval.protocols = EVAL_PROTOCOLS
-    c.eval.datasets = "shapes"
+    c.eval.datasets = c.data.dataset
     c.eval.max_examples = FLAGS.eval_max_examples
     c.eval.linear.l2_num = FLAGS.l2_num
     return c
@@ -168,8 +173,9 @@ def run_one(arm: str, seed: int, colour: str) -> list[dict]:
     from augself_jax.evaluation import run as eval_run
     from augself_jax.train import loop
 
-    # `untrained` does not depend on the colour: one folder per seed serves them all.
-    colour_dir = () if arm == "untrained" else (colour,)
+    # `untrained` does not depend on the colour, only on the dataset: one folder per seed
+    # serves every colour setting of the built-in dataset.
+    colour_dir = () if arm == "untrained" and colour not in COLOUR_DATASETS else (colour,)
     workdir = os.path.join(FLAGS.out, *colour_dir, arm, f"seed{seed}")
     results = os.path.join(workdir, "eval", "results.json")
     if os.path.exists(results):
@@ -194,16 +200,23 @@ def run_one(arm: str, seed: int, colour: str) -> list[dict]:
 
 def run_grid(arms: list[str], colours: list[str],
              seeds: list[int]) -> list[tuple[str, str, int]]:
-    """Every (arm, colour, seed) to run, in table order; `untrained` once per seed, under
-    the first colour setting, since colour plays no part in it."""
+    """Every (arm, colour, seed) to run, in table order; `untrained` once per seed and
+    dataset (under the first colour setting that reads it), since colour plays no part in
+    it."""
+    first = {}
+    for c in colours:
+        first.setdefault(COLOUR_DATASETS.get(c, "shapes"), c)
     return [(arm, c, seed) for c in colours for arm in arms for seed in seeds
-            if arm != "untrained" or c == colours[0]]
+            if arm != "untrained" or c in first.values()]
 
 
 def value(records: list[dict], dataset: str, metric: str) -> float:
-    """The metric's value, or NaN where the run's evaluation did not measure it."""
+    """The metric's value, or NaN where the run's evaluation did not measure it; `shapes`
+    stands for whichever version of the built-in dataset the run read."""
     for r in records:
-        if r["dataset"] == dataset and r["metric"] == metric:
+        head, sep, task = r["dataset"].partition("/")
+        name = "shapes" + sep + task if head in COLOUR_DATASETS.values() else r["dataset"]
+        if name == dataset and r["metric"] == metric:
             return float(r["value"])
     return float("nan")
 
@@ -223,7 +236,8 @@ def table(runs: dict[tuple[str, str], list[list[dict]]]) -> str:
                 continue
             spread = v.std(ddof=1) if len(v) > 1 else 0.0  # the sample standard deviation
             cells.append(f"{v.mean():.{digits(metric)}f} ± {spread:.{digits(metric)}f}")
-        lines.append(f"| {'any' if arm == 'untrained' else colour} | {arm} | "
+        shared = arm == "untrained" and colour not in COLOUR_DATASETS
+        lines.append(f"| {'any' if shared else colour} | {arm} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -34,6 +34,28 @@ def test_untrained_runs_once_per_seed_whatever_the_colours():
     assert sum(g[0] == "byol" for g in grid) == 4
 
 
+def test_a_colour_setting_with_its_own_dataset_gets_its_own_untrained_runs(tmp_path):
+    grid = compare_aware.run_grid(["simclr", "untrained"], ["hue_circle", "hue72"], [0])
+    assert grid == [("simclr", "hue_circle", 0), ("untrained", "hue_circle", 0),
+                    ("simclr", "hue72", 0), ("untrained", "hue72", 0)]
+    compare_aware.FLAGS(["compare_aware.py", f"--out={tmp_path}"])
+    try:
+        config = compare_aware.arm_config("simclr", 0, "hue72")
+    finally:
+        compare_aware.FLAGS.unparse_flags()
+    assert config.data.dataset == config.eval.datasets == "shapes_hue72"
+    assert config.aug.hue == 0.1  # the reference's jitter: the data moved, not the jitter
+
+
+def test_the_narrow_hue_dataset_fills_the_same_columns():
+    records = [{"dataset": d.replace("shapes", "shapes_hue72", 1), "metric": m, "value": v}
+               for d, m, v in ((r["dataset"], r["metric"], r["value"])
+                               for r in _records(30, 10))]
+    runs = {("untrained", "hue72"): [records]}
+    assert compare_aware.table(runs).splitlines()[2].startswith(
+        "| hue72 | untrained | 30.0 ± 0.0 | 50.0 ± 0.0 | 20.0 ± 0.0 | 40.0 ± 0.0 | 10.0 ± 0.0 |")
+
+
 def test_table_reports_mean_and_sample_spread_over_seeds():
     # Shape 30, 33, 36: mean 33, sample std 3; hue error 10, 20, 30: mean 20, sample std 10.
     runs = {("simclr", "strong"): [_records(30, 10), _records(33, 20), _records(36, 30)],

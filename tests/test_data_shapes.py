@@ -149,6 +149,25 @@ def test_registry_statistics_match_the_data(shapes_data_dir):
     assert info.num_classes == 4 and info.label_key == "shape"
 
 
+def test_narrow_hue_version_puts_every_class_within_the_reference_jitter_span():
+    # `32px_hue72`: the 8 hue classes split [288, 360) degrees in 9-degree bins, inside
+    # the 72 degrees that the reference's hue jitter (+-0.1 turn) spans.
+    labels = shapes.sample_labels(4000, seed=2, hue_start=288.0, hue_span=72.0)
+    np.testing.assert_array_equal(labels["hue"], np.floor((labels["hue_angle"] - 288.0) / 9.0))
+    assert labels["hue_angle"].min() >= 288.0 and labels["hue_angle"].max() < 360.0
+    assert np.bincount(labels["hue"]).tolist() == [500] * 8
+    # The same draws as the full circle apart from the hue: the other labels are unchanged.
+    full = shapes.sample_labels(4000, seed=2)
+    for key in ("shape", "hue", "position", "size", "center_x", "center_y", "size_value"):
+        np.testing.assert_array_equal(labels[key], full[key])
+    # The registry's statistics are those of the rendered images.
+    images = shapes.render(labels, 32, 7) / 255.0
+    info = registry.get_dataset_info("shapes_hue72")
+    assert info.tfds_name == "augself_shapes/32px_hue72"
+    np.testing.assert_allclose(images.mean((0, 1, 2)), info.mean, atol=0.01)
+    np.testing.assert_allclose(images.std((0, 1, 2)), info.std, atol=0.01)
+
+
 def test_registry_entries():
     stl = registry.get_dataset_info("stl10")
     assert stl.train_split == "train+unlabeled" and stl.probe_train_split == "train"

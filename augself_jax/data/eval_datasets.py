@@ -91,6 +91,8 @@ LINEAR: dict[str, EvalDataset] = {d.name: d for d in [
                 label_keys=("shape", "hue", "position", "size")),
     EvalDataset("shapes64", "augself_shapes/64px", "train", "test", 18000, 2000, 5000, 4,
                 label_keys=("shape", "hue", "position", "size")),
+    EvalDataset("shapes_hue72", "augself_shapes/32px_hue72", "train", "test", 18000, 2000,
+                5000, 4, label_keys=("shape", "hue", "position", "size")),
 ]}
 
 

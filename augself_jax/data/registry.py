@@ -39,25 +39,31 @@ def imagenet100_classes() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
+# The built-in dataset's entries: (name, TFDS config, image size, mean, std). The statistics
+# are the generated train split's (checked by tests/test_data_shapes.py); `shapes64_200k` is
+# `shapes64`'s distribution with ten times the training examples (data-path benchmark);
+# `shapes_hue72` puts the 8 hue classes within the reference hue jitter's 72 degrees.
+_SHAPES_STATS = ((0.221, 0.222, 0.221), (0.256, 0.257, 0.255))
+SHAPES_CONFIGS = (
+    ("shapes", "32px", 32, *_SHAPES_STATS),
+    ("shapes64", "64px", 64, *_SHAPES_STATS),
+    ("shapes64_200k", "64px_200k", 64, *_SHAPES_STATS),
+    ("shapes_hue72", "32px_hue72", 32, (0.303, 0.137, 0.236), (0.355, 0.042, 0.254)),
+)
+
+
+def _shapes_info(name: str, config: str, size: int, mean: tuple[float, float, float],
+                 std: tuple[float, float, float]) -> DatasetInfo:
+    return DatasetInfo(
+        name=name, tfds_name=f"augself_shapes/{config}", train_split="train",
+        test_split="test", image_size=size, mean=mean, std=std, label_key="shape",
+        num_classes=4, extra_labels=(("hue", 8), ("position", 9), ("size", 3)))
+
+
 def _registry() -> dict[str, DatasetInfo]:
     return {
-        # Statistics of the generated train split (checked by tests/test_data_shapes.py).
-        "shapes": DatasetInfo(
-            name="shapes", tfds_name="augself_shapes/32px", train_split="train",
-            test_split="test", image_size=32, mean=(0.221, 0.222, 0.221),
-            std=(0.256, 0.257, 0.255), label_key="shape", num_classes=4,
-            extra_labels=(("hue", 8), ("position", 9), ("size", 3))),
-        "shapes64": DatasetInfo(
-            name="shapes64", tfds_name="augself_shapes/64px", train_split="train",
-            test_split="test", image_size=64, mean=(0.221, 0.222, 0.221),
-            std=(0.256, 0.257, 0.255), label_key="shape", num_classes=4,
-            extra_labels=(("hue", 8), ("position", 9), ("size", 3))),
-        # The same distribution, ten times the training examples (data-path benchmark).
-        "shapes64_200k": DatasetInfo(
-            name="shapes64_200k", tfds_name="augself_shapes/64px_200k", train_split="train",
-            test_split="test", image_size=64, mean=(0.221, 0.222, 0.221),
-            std=(0.256, 0.257, 0.255), label_key="shape", num_classes=4,
-            extra_labels=(("hue", 8), ("position", 9), ("size", 3))),
+        **{name: _shapes_info(name, config, size, mean, std)
+           for name, config, size, mean, std in SHAPES_CONFIGS},
         "stl10": DatasetInfo(
             name="stl10", tfds_name="stl10", train_split="train+unlabeled", test_split="test",
             labeled_train_split="train", image_size=96, mean=(0.43, 0.42, 0.39),

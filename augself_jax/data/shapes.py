@@ -41,11 +41,22 @@ SHAPE_VALUE = 1.0  # the darkest hue (blue) then has luma 0.29, above the backgr
 _CHUNK = 2048  # examples rendered at once (bounds memory at large sizes)
 
 
+# The `32px_hue72` config's hue band: the 8 hue classes share 72 degrees, the span of the
+# reference's hue jitter (+-0.1 turn), so that the reference's own jitter moves a shape across
+# most of the classes and colour stops telling two images apart. Magenta to red, where the
+# luma of S = 0.8, V = 1 barely changes (0.53 to 0.44), so the band's hue is not a
+# brightness cue.
+NARROW_HUE_START = 288.0
+NARROW_HUE_SPAN = 72.0
+
+
 @dataclasses.dataclass
 class ShapesConfig(tfds.core.BuilderConfig):
     image_size: int = 32
     num_train: int = 20_000
     num_test: int = 5_000
+    hue_start: float = 0.0  # degrees: the hue classes split [hue_start, hue_start + hue_span)
+    hue_span: float = 360.0
 
 
 def _balanced(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -74,8 +85,10 @@ def centre_from_cell(v: np.ndarray, radius: np.ndarray) -> np.ndarray:
     return reach + v * (1.0 - 2.0 * reach)
 
 
-def sample_labels(n: int, seed: int) -> dict[str, np.ndarray]:
-    """Balanced labels and the exact continuous values behind them."""
+def sample_labels(n: int, seed: int, hue_start: float = 0.0,
+                  hue_span: float = 360.0) -> dict[str, np.ndarray]:
+    """Balanced labels and the exact continuous values behind them; the hue classes split
+    the band [hue_start, hue_start + hue_span) degrees into NUM_HUES equal bins."""
     rng = np.random.default_rng(seed)
     shape = _balanced(rng, n, len(SHAPES))
     hue = _balanced(rng, n, NUM_HUES)
@@ -83,7 +96,7 @@ def sample_labels(n: int, seed: int) -> dict[str, np.ndarray]:
     size = _balanced(rng, n, len(SIZE_BINS) - 1)
     # Keep continuous values away from bin edges so every label is unambiguous.
     u = rng.uniform(0.1, 0.9, size=(n, 4))
-    hue_angle = (hue + u[:, 0]) * (360.0 / NUM_HUES)
+    hue_angle = (hue_start + (hue + u[:, 0]) * (hue_span / NUM_HUES)) % 360.0
     lo, hi = np.asarray(SIZE_BINS[:-1])[size], np.asarray(SIZE_BINS[1:])[size]
     size_value = lo + u[:, 3] * (hi - lo)
     # Every shape lies within `size_value` of its centre: the centre's range shrinks with
@@ -191,6 +204,9 @@ class AugselfShapes(tfds.core.GeneratorBasedBuilder):
         # Ten times the examples, same distribution: the data-path benchmark's large size.
         ShapesConfig(name="64px_200k", description="64x64 images, 200,000 for training",
                      image_size=64, num_train=200_000),
+        ShapesConfig(name="32px_hue72", description="32x32 images, the 8 hue classes within "
+                     "the reference hue jitter's 72 degrees", image_size=32,
+                     hue_start=NARROW_HUE_START, hue_span=NARROW_HUE_SPAN),
     ]
     DEFAULT_CONFIG_NAME = "32px"
 
@@ -227,7 +243,8 @@ class AugselfShapes(tfds.core.GeneratorBasedBuilder):
                 "test": self._generate_examples(c.num_test, seed=1)}
 
     def _generate_examples(self, n: int, seed: int):
-        labels = sample_labels(n, seed)
+        c = self.builder_config
+        labels = sample_labels(n, seed, c.hue_start, c.hue_span)
         for start, images in render_chunks(labels, self.builder_config.image_size,
                                            seed + 1000):
             for i, image in enumerate(images, start):
