@@ -2,6 +2,7 @@
 validation, sampling, the packed record, the device chain, AugSelf, CASSLE, the preview
 caption and the sensitivity analysis."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,17 +14,67 @@ from configs.common import AUGSELF_KEYS, CASSLE_KEYS, base_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_builtin_registry_matches_method_md():
-    assert [e.name for e in augs.chain(augs.HOST)] == ["crop", "flip", "rotation"]
-    # docs/METHOD.md's order (section 1): jitter, solarize (right after it), grayscale, blur.
-    assert [e.name for e in augs.chain(augs.DEVICE)] == ["color", "solarize", "gray", "blur"]
-    assert set(augs.record_keys()) == {"crop", "flip", "color", "color_applied",
-                                       "color_order", "color_mean_shift", "gray", "blur",
-                                       "solarize", "rotation"}
-    assert set(AUGSELF_KEYS) == {"crop", "color", "flip", "blur", "rotation", "solarize",
-                                 "gray"}
-    assert CASSLE_KEYS == ("blur", "color", "color_diff", "crop", "flip", "gray")
+def _method_md_table(heading: str) -> list[list[str]]:
+    """The rows (cells, stripped) of the first table under `heading` in docs/METHOD.md."""
+    text = (ROOT / "docs" / "METHOD.md").read_text()
+    lines = text[text.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _first_code(cell: str) -> str:
+    return re.search(r"`([^`]+)`", cell).group(1)
+
+
+# The registry is checked against what docs/METHOD.md documents, never against a copy of
+# its own lists: a newly registered augmentation adds to these, and must not break them.
+def test_registry_holds_the_chain_method_md_documents():
+    rows = [r for r in _method_md_table("### The chain") if r[0].isdigit()]
+    assert len(rows) >= 7
+    documented = []
+    for position, _, where, _, fields in rows:
+        field = re.search(r"`aug\.(\w+)`", fields).group(1)
+        entry = next(e for e in augs.entries() if field in e.defaults)
+        assert entry.chain == int(position), (entry.name, position)
+        assert entry.stage == (augs.HOST if where.startswith("host") else augs.DEVICE), entry.name
+        documented.append(entry.name)
+    order = [e.name for e in sorted(augs.entries(), key=lambda e: e.chain)]
+    assert [n for n in order if n in documented] == documented  # the documented order
     assert set(base_config("shapes").aug.keys()) == set(augs.config_defaults())
+
+
+def test_registry_holds_the_record_method_md_documents():
+    fields = {f.key: f for f in augs.record_fields()}
+    rows = _method_md_table("### The parameter record")
+    assert len(rows) >= 10
+    for key_cell, shape_dtype, *_ in rows:
+        key = _first_code(key_cell)
+        shape, dtype = re.fullmatch(r"\[(\d*)\] (\w+)", shape_dtype).groups()
+        assert fields[key].shape == ((int(shape),) if shape else ()), key
+        assert fields[key].dtype == dtype, key
+
+
+def test_augself_and_cassle_keys_are_those_method_md_documents():
+    losses = {"MSE": "mse", "binary cross-entropy": "bce", "cross-entropy": "ce"}
+    heads = {e.name: e.augself for e in augs.augself_entries()}
+    rows = _method_md_table("### Targets and losses")
+    assert len(rows) >= 7
+    for name_cell, _, size, loss in rows:
+        head = heads[_first_code(name_cell)]
+        assert head.dim == int(size.split()[0]), name_cell
+        assert head.loss == next(v for k, v in losses.items() if loss.startswith(k)), name_cell
+    assert set(AUGSELF_KEYS) == set(heads)
+    descriptors = augs.descriptors()
+    rows = _method_md_table("### Descriptor")
+    assert len(rows) >= 6
+    for key_cell, size, _ in rows:
+        assert descriptors[_first_code(key_cell)].dim == int(size), key_cell
+    assert CASSLE_KEYS == tuple(sorted(descriptors))  # sorted, as docs/METHOD.md says
 
 
 _NEW_AUGMENTATION = '''
@@ -63,6 +114,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from augself_jax.augs import records
 from augself_jax.aware import augself, cassle
 from augself_jax.data import augment, photometric, preview, validate
 from augself_jax.errors import ConfigError
@@ -92,10 +144,7 @@ back = augment.unpack(augment.pack(params).numpy())
 np.testing.assert_array_equal(back["invert"], flags)
 
 x = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
-rec = {k: v[:4] for k, v in back.items()}
-rec.update(color_applied=np.zeros(4, np.float32), gray=np.zeros(4, np.float32),
-           blur=np.zeros(4, np.float32), solarize=np.ones(4, np.float32),
-           invert=np.array([1, 0, 1, 0], np.float32))
+rec = dict(records.identity_record(4), invert=np.array([1, 0, 1, 0], np.float32))
 out, _ = photometric.apply_photometric(x, rec, blur_kernel=3)
 np.testing.assert_allclose(np.asarray(out), np.where(rec["invert"][:, None, None, None] > 0,
                                                      1 - x / 255.0, x / 255.0), atol=1e-6)

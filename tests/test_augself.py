@@ -5,16 +5,21 @@ import jax.numpy as jnp
 import numpy as np
 from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
 
-from augself_jax.augs import Ranges
+from augself_jax.augs import Ranges, records
 from augself_jax.aware.augself import HEADS, augself_losses, enabled_augs, pair_targets
 
+
+def _view(**values) -> dict:
+    """One view's record: every key the registry declares at its 'not applied' value, then
+    the hand-set `values` the cases below compute their targets from."""
+    return {**{k: v[0] for k, v in records.identity_record(1).items()}, **values}
+
+
 # View a: flipped, jitter ran; view b: not flipped, jitter did not run (identity record).
-A = {"crop": [0.1, 0.2, 0.5, 0.4], "flip": 1.0, "color": [1.2, 0.8, 1.0, 0.05],
-     "color_applied": 1.0, "color_mean_shift": [0.01, 0.02, 0.03], "gray": 0.0, "blur": 1.0,
-     "solarize": 1.0, "rotation": 1}
-B = {"crop": [0.3, 0.1, 0.6, 0.8], "flip": 0.0, "color": [1.0, 1.0, 1.0, 0.0],
-     "color_applied": 0.0, "color_mean_shift": [0.0, 0.0, 0.0], "gray": 1.0, "blur": 0.0,
-     "solarize": 0.4, "rotation": 2}
+A = _view(crop=[0.1, 0.2, 0.5, 0.4], flip=1.0, color=[1.2, 0.8, 1.0, 0.05], color_applied=1.0,
+          color_mean_shift=[0.01, 0.02, 0.03], gray=0.0, blur=1.0, solarize=1.0, rotation=1)
+B = _view(crop=[0.3, 0.1, 0.6, 0.8], flip=0.0, color=[1.0, 1.0, 1.0, 0.0], color_applied=0.0,
+          color_mean_shift=[0.0, 0.0, 0.0], gray=1.0, blur=0.0, solarize=0.4, rotation=2)
 
 
 def batched(rec):

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from augself_jax.augs import records
 from augself_jax.methods import build_model, validate_model_config
 from configs.common import base_config
 
@@ -60,30 +61,12 @@ def build(config, seed: int = 0) -> nnx.Module:
     return fast_build(make)
 
 
-def record(rng: np.random.Generator, b: int) -> dict:
-    """A random parameter record of the contract's shapes (docs/METHOD.md section 1)."""
-    applied = rng.integers(0, 2, b).astype(np.float32)
-    color = np.where(applied[:, None] > 0, rng.uniform(0.6, 1.4, (b, 4)), [1, 1, 1, 0])
-    color[:, 3] = np.where(applied > 0, rng.uniform(-0.1, 0.1, b), 0.0)
-    top_left = rng.uniform(0, 0.5, (b, 2))
-    size = rng.uniform(0.3, 0.5, (b, 2))
-    return {
-        "crop": np.concatenate([top_left, size], 1).astype(np.float32),
-        "flip": rng.integers(0, 2, b).astype(np.float32),
-        "color": color.astype(np.float32),
-        "color_applied": applied,
-        "color_order": np.tile(np.arange(4, dtype=np.int32), (b, 1)),
-        "color_mean_shift": (rng.normal(0, 0.05, (b, 3)) * applied[:, None]).astype(np.float32),
-        "gray": rng.integers(0, 2, b).astype(np.float32),
-        "blur": rng.uniform(0.1, 2.0, b).astype(np.float32),
-        "solarize": rng.uniform(0, 1, b).astype(np.float32),
-        "rotation": rng.integers(0, 4, b).astype(np.int32),
-    }
-
-
 def synthetic_batch(b: int = 16, size: int = 16, seed: int = 0, classes: int = 5) -> dict:
+    """Random views and labels; each view's parameter record drawn by the augmentation
+    registry's own samplers (every key it declares, applied and not-applied views)."""
     rng = np.random.default_rng(seed)
     return {"view1": rng.normal(size=(b, size, size, 3)).astype(np.float32),
             "view2": rng.normal(size=(b, size, size, 3)).astype(np.float32),
-            "params1": record(rng, b), "params2": record(rng, b),
+            "params1": records.sample_record(b, seed=2 * seed),
+            "params2": records.sample_record(b, seed=2 * seed + 1),
             "label": rng.integers(0, classes, b).astype(np.int32)}
