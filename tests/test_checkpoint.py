@@ -117,3 +117,29 @@ def test_restore_backbone_errors(saved, tmp_path):
     wider.model.width = 8
     with pytest.raises(ConfigError, match="does not match the checkpoint"):
         checkpoints.restore_backbone(workdir, wider)
+
+
+@pytest.mark.parametrize("module", ["backbone", "target_backbone"])
+def test_restore_backbone_reads_exactly_the_saved_arrays(saved, module):
+    """The restore builds the backbone alone (no pretraining model around it); what it
+    returns must still be, path for path and bit for bit, the module the trainer saved."""
+    from flax import nnx
+
+    config, setup, states, workdir = saved
+    encoder, step = checkpoints.restore_backbone(workdir, config, module=module)
+    want = state_lib.merge_model(setup, states[step])
+    want_leaves = jax.tree_util.tree_leaves_with_path(
+        jax.device_get(nnx.state(getattr(want, module))))
+    got_leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(nnx.state(encoder)))
+    assert [p for p, _ in got_leaves] == [p for p, _ in want_leaves] and got_leaves
+    for (path, x), (_, y) in zip(want_leaves, got_leaves, strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), path
+
+
+def test_restore_of_a_momentum_encoder_the_method_lacks_is_refused(saved):
+    config, _, _, workdir = saved
+    simclr = tiny_config("simclr_augself")
+    with pytest.raises(ConfigError, match="^method.name: the simclr model keeps no "
+                                          "target_backbone$"):
+        checkpoints.restore_backbone(workdir, simclr, module="target_backbone")

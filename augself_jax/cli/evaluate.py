@@ -56,7 +56,7 @@ def _evaluation_config(config, workdir: str, step):
 
 
 def main(config, workdir: str, writer) -> None:
-    from augself_jax.checkpoints import parse_step
+    from augself_jax.checkpoints.restore import parse_step
     from augself_jax.evaluation import reports
 
     step = parse_step(_STEP.value)  # a typo is one line before anything is read

@@ -113,7 +113,7 @@ class EvaluationRun:
 
     # -- set-up that can fail with a clear line, before anything is compiled -------------
     def prepare(self) -> None:
-        from augself_jax.checkpoints import restore_backbone
+        from augself_jax.checkpoints.restore import restore_backbone
         from augself_jax.data.registry import get_dataset_info
 
         classes = validate_eval_config(self.config)
@@ -140,7 +140,7 @@ class EvaluationRun:
                                  run_name=os.path.basename(os.path.normpath(self.workdir)))
         self.evaluators = common.build(self.config, context)
         self.extractor = FeatureExtractor(self.mesh, info.mean, info.std)
-        from augself_jax.checkpoints import BEST
+        from augself_jax.checkpoints.store import BEST
 
         chosen = ("best" if self._requested_step == BEST
                   else "latest" if self._requested_step is None else "step")

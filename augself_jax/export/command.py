@@ -90,7 +90,7 @@ def export(workdir: str, fmt: str, out: str, step: str | None = None,
 
     if momentum_encoder:
         source.check_momentum(config)
-    from augself_jax.checkpoints import parse_step
+    from augself_jax.checkpoints.restore import parse_step
 
     picked = parse_step(step)
     writing.check_writable(out)

@@ -1,5 +1,5 @@
 """The arrays to export: the backbone of a workdir's checkpoint, read as evaluation reads it
-(augself_jax/checkpoints.py: parameters and batch statistics, --step N or best), or its
+(augself_jax/checkpoints/restore.py: parameters and batch statistics, --step N or best), or its
 momentum encoder."""
 
 from typing import Any

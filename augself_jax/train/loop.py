@@ -98,10 +98,10 @@ _COMPILED_KEPT = 3
 
 def _setup_and_step(config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> tuple[state_lib.Setup, Callable]:
-    """Runs in one process that share what the step is built from (the resume contract,
-    the compile mode, the devices) share the compiled step: a resumed run, a resume with
-    another log or checkpoint interval, tests. The latest few are kept. Nothing is
-    compiled here: jit compiles at the first step."""
+    """The setup and the step function, cached: runs in one process built from the same
+    resume contract, compile mode and devices (a resumed run, a resume with another log
+    or checkpoint interval, tests) share one compiled step. The latest few are kept.
+    Nothing is compiled here: jit compiles at the first step."""
     num_steps = optimizers.total_steps(config)
     key = json.dumps([contract(config, num_steps), config.xla_fast_compile,
                       config.mesh.to_dict(), [d.id for d in mesh.devices.flat]], sort_keys=True)
@@ -167,10 +167,10 @@ def _finish_writer(writer: metric_writers.MetricWriter, own_writer: bool) -> Non
 
 
 def _best_accuracy(best: checkpoints.TrainCheckpointer, config: ml_collections.ConfigDict,
-                   num_steps: int) -> float:
+                   num_steps: int, workdir: str) -> float:
     """The kNN accuracy of the kept best checkpoint (-inf when there is none); a best
     checkpoint of another config is a ConfigError, as a resume would be."""
-    step = best.latest_step()
+    step = checkpoints.latest_step(workdir, checkpoints.BEST_SUBDIR)
     if step is None:
         return -math.inf
     meta = best.read_meta(step)
@@ -196,7 +196,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, devices: list | None,
             if config.knn_every > 0 else None)
     try:
         state, start_step = _restore_or_init(config, setup, ckpt, workdir)
-        best_accuracy = _best_accuracy(best, config, num_steps) if best else -math.inf
+        best_accuracy = _best_accuracy(best, config, num_steps, workdir) if best else -math.inf
     except BaseException:
         ckpt.close()
         if best is not None:
