@@ -19,12 +19,6 @@ from configs.common import base_config  # noqa: E402
 
 VARIANTS = ("plain", "augself", "cassle")
 
-# The parameter record of one view, per example: name -> (trailing shape, dtype).
-RECORD = {"crop": ((4,), np.float32), "flip": ((), np.float32), "color": ((4,), np.float32),
-          "color_applied": ((), np.float32), "color_order": ((4,), np.int32),
-          "color_mean_shift": ((3,), np.float32), "gray": ((), np.float32),
-          "blur": ((), np.float32), "solarize": ((), np.float32), "rotation": ((), np.int32)}
-
 
 def method_names() -> tuple[str, ...]:
     """Every registered base method, so a newly added one is benchmarked too."""
@@ -64,34 +58,28 @@ def make_config(method: str, variant: str, *, backbone: str = "resnet18",
 
 
 def synthetic_batch(b: int, size: int, seed: int = 0) -> dict:
-    """A host batch of the step's layout with plausible parameter values."""
+    """A host batch of the step's layout: random pixels and labels, and each view's
+    parameter record drawn by the augmentation registry's own samplers."""
+    from augself_jax.augs import records
+
     rng = np.random.default_rng(seed)
-
-    def record() -> dict:
-        return {"crop": rng.uniform(0, 0.5, (b, 4)).astype(np.float32),
-                "flip": rng.integers(0, 2, b).astype(np.float32),
-                "color": rng.uniform(0.6, 1.4, (b, 4)).astype(np.float32),
-                "color_applied": np.ones(b, np.float32),
-                "color_order": np.argsort(rng.uniform(size=(b, 4)), -1).astype(np.int32),
-                "color_mean_shift": np.zeros((b, 3), np.float32),
-                "gray": rng.integers(0, 2, b).astype(np.float32),
-                "blur": rng.uniform(0.1, 2.0, b).astype(np.float32),
-                "solarize": np.ones(b, np.float32),
-                "rotation": np.zeros(b, np.int32)}
-
     return {"view1": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
             "view2": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-            "params1": record(), "params2": record(),
+            "params1": records.sample_record(b, seed=2 * seed),
+            "params2": records.sample_record(b, seed=2 * seed + 1),
             "label": rng.integers(0, 10, b).astype(np.int32)}
 
 
 def abstract_batch(b: int, size: int, sharding=None) -> dict:
     """The step's batch as ShapeDtypeStructs: nothing is allocated."""
+    from augself_jax.augs import records
+
     def spec(shape, dtype):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
     def record() -> dict:
-        return {k: spec((b, *shape), dtype) for k, (shape, dtype) in RECORD.items()}
+        return {k: spec((b, *shape), dtype) for k, (shape, dtype) in
+                records.record_spec().items()}
 
     view = spec((b, size, size, 3), np.uint8)
     return {"view1": view, "view2": view, "params1": record(), "params2": record(),

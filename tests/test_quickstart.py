@@ -14,10 +14,12 @@ import sys
 
 from test_train_support import load_config
 
+from augself_jax.data.eval_datasets import LINEAR
 from augself_jax.evaluation.common import split_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAPES_TASKS = {"shapes/shape", "shapes/hue", "shapes/position", "shapes/size"}
+# The built-in dataset's label tasks, from the evaluation datasets' registry.
+SHAPES_TASKS = {LINEAR["shapes"].task_name(k) for k in LINEAR["shapes"].label_keys}
 STEPS = 3  # the one override: a shorter schedule
 IGNORED = shutil.ignore_patterns(".git", "runs", "__pycache__", ".pytest_cache", ".*cache")
 

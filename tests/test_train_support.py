@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from augself_jax.augs import records
 from augself_jax.train import mesh as mesh_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,37 +64,21 @@ def tiny_config(name: str = "simclr_augself", *, preset: str = "shapes", batch: 
 
 
 def synthetic_host_batch(config: ml_collections.ConfigDict, step: int, size: int = 16) -> dict:
-    """A deterministic host batch for `step` with truthful-looking parameter records."""
+    """A deterministic host batch for `step`: random pixels and labels, and each view's
+    parameter record drawn by the augmentation registry's own samplers at `config.aug`."""
     rng = np.random.default_rng([config.seed, step])
     b = config.batch_size
+    seeds = rng.integers(0, 2**31, 2)
 
-    def record() -> dict:
-        h = rng.uniform(0.3, 1.0, b)
-        w = rng.uniform(0.3, 1.0, b)
-        applied = (rng.uniform(size=b) < 0.8).astype(np.float32)
-        color = np.stack([rng.uniform(0.6, 1.4, b), rng.uniform(0.6, 1.4, b),
-                          rng.uniform(0.6, 1.4, b), rng.uniform(-0.1, 0.1, b)], 1)
-        color = np.where(applied[:, None] > 0, color, [1, 1, 1, 0]).astype(np.float32)
-        blur_on = rng.uniform(size=b) < 0.5
-        return {
-            "crop": np.stack([rng.uniform(0, 1 - h), rng.uniform(0, 1 - w), h, w],
-                             1).astype(np.float32),
-            "flip": (rng.uniform(size=b) < 0.5).astype(np.float32),
-            "color": color,
-            "color_applied": applied,
-            "color_order": np.stack([rng.permutation(4) for _ in range(b)]).astype(np.int32),
-            "color_mean_shift": np.zeros((b, 3), np.float32),
-            "gray": (rng.uniform(size=b) < 0.2).astype(np.float32),
-            "blur": np.where(blur_on, rng.uniform(0.1, 2.0, b), 0.0).astype(np.float32),
-            "solarize": np.ones(b, np.float32),
-            "rotation": np.zeros(b, np.int32),
-        }
+    def record(seed) -> dict:
+        return records.sample_record(b, seed=int(seed), aug=config.aug, height=size,
+                                     width=size)
 
     return {
         "view1": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
         "view2": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-        "params1": record(),
-        "params2": record(),
+        "params1": record(seeds[0]),
+        "params2": record(seeds[1]),
         "label": rng.integers(0, 4, b).astype(np.int32),
     }
 
