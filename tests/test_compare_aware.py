@@ -121,6 +121,10 @@ def _check_arm_configs():
     assert plain.seed == 1 and aware.augself.crop > 0 and plain.augself.crop == 0
     assert plain.total_steps == 150 and plain.batch_size == 128
     assert compare_aware.arm_config("simclr", 0, "strong").aug.color_strength == 2.0
+    # The default grid: the quick start's setting, 5 seeds, SimCLR plain / AugSelf / CASSLE.
+    grid = compare_aware.run_grid(compare_aware.FLAGS.arms, compare_aware.FLAGS.colours,
+                                  [int(s) for s in compare_aware.FLAGS.seeds])
+    assert len(grid) == 4 * 5 and {g[1] for g in grid} == {"hue_circle"}
 
 
 def test_every_arm_maps_to_a_known_method_and_variant():
