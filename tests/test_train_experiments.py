@@ -12,9 +12,11 @@ from test_train_support import ROOT, host_leaves, tiny_config, two_real_steps
 
 from augself_jax.methods import registry
 
+# Every experiment file: not common.py, nor the package's own (__init__, __main__).
 EXPERIMENTS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs",
                                                                                "*.py"))
-                     if os.path.basename(p) not in ("common.py", "__init__.py"))
+                     if os.path.basename(p) != "common.py"
+                     and not os.path.basename(p).startswith("_"))
 
 
 def test_every_experiment_file_is_a_registered_method_and_variant():
