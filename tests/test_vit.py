@@ -39,6 +39,22 @@ def test_sincos_table_by_hand():
         np.testing.assert_allclose(table[patch], want, rtol=1e-6, atol=1e-7)
 
 
+def _numpy_sincos(grid: int, width: int) -> np.ndarray:
+    """The formula checked by hand above, in NumPy, for any grid and width: row 0 (the class
+    token) zero; patch p at (row, column) = divmod(p - 1, grid) gets sin and cos of
+    row * omega, then of column * omega, omega_k = 10000^(-k / (width / 4))."""
+    omega = 10000.0 ** (-np.arange(width // 4) / (width // 4))
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    angles = [rows[:, None] * omega, cols[:, None] * omega]
+    table = np.concatenate([f(a) for a in angles for f in (np.sin, np.cos)], 1)
+    return np.concatenate([np.zeros((1, width)), table])
+
+
+def test_sincos_table_matches_the_formula_on_a_larger_grid():
+    np.testing.assert_allclose(sincos_position_embedding(grid=5, width=32), _numpy_sincos(5, 32),
+                               rtol=1e-5, atol=1e-6)
+
+
 def _numpy_forward(model: ViT, x: np.ndarray) -> np.ndarray:
     def ln(y, norm):
         mu, var = y.mean(-1, keepdims=True), y.var(-1, keepdims=True)
@@ -54,7 +70,7 @@ def _numpy_forward(model: ViT, x: np.ndarray) -> np.ndarray:
     tokens = patches @ np.asarray(model.patch_kernel[...]).reshape(p * p * 3, -1)
     tokens += np.asarray(model.patch_bias[...])
     cls = np.broadcast_to(np.asarray(model.cls_token[...]), (b, 1, tokens.shape[-1]))
-    h = np.concatenate([cls, tokens], 1) + sincos_position_embedding(g, tokens.shape[-1])
+    h = np.concatenate([cls, tokens], 1) + _numpy_sincos(g, tokens.shape[-1])  # not the code's
     for blk in model.blocks:
         w, heads = h.shape[-1], blk.heads
         q, k, v = np.split(lin(ln(h, blk.norm1), blk.qkv), 3, axis=-1)
@@ -111,6 +127,6 @@ def test_patch_embedding_gets_no_gradient_and_bf16_runs_in_bf16():
 
 
 def test_image_size_must_be_a_multiple_of_the_patch():
-    want = r"data.image_size \(36\) must be a multiple of model.patch_size \(16\)"
+    want = r"^model.patch_size: 16 does not divide data.image_size 36$"
     with pytest.raises(ValueError, match=want):
         ViT("vit_small", image_size=36, rngs=nnx.Rngs(0))
