@@ -7,11 +7,11 @@ import os
 import numpy as np
 from conftest import copy_checkout, run_command
 
+from augself_jax.augs import records
 from augself_jax.data import preview
 from configs.common import base_config
 
-KEYS = ("crop", "flip", "color", "color_applied", "color_order", "color_mean_shift", "gray",
-        "blur", "solarize", "rotation")
+KEYS = tuple(records.record_spec())  # every record key the augmentation registry declares
 
 
 def test_preview_command_line_and_determinism(shapes_data_dir, tmp_path):
