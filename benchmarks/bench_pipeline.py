@@ -149,6 +149,7 @@ def _photometric_ms(size: int, kernel: int) -> float:
     import jax
     import tensorflow as tf
 
+    from augself_jax import augs
     from augself_jax.data import augment, photometric
     from configs.common import base_config
 
@@ -159,7 +160,8 @@ def _photometric_ms(size: int, kernel: int) -> float:
     views = jax.device_put(np.random.default_rng(0).integers(0, 256, (b, size, size, 3),
                                                              dtype=np.uint8))
     params = jax.device_put(params)
-    fn = jax.jit(lambda v, p: photometric.apply_photometric(v, p, blur_kernel=kernel))
+    settings = augs.StaticSettings.of(blur_kernel=kernel)
+    fn = jax.jit(lambda v, p: photometric.apply_photometric(v, p, settings))
     jax.block_until_ready(fn(views, params))
     reps = 5
     start = time.perf_counter()

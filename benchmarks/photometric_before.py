@@ -77,4 +77,5 @@ def prepare_views(config, batch: dict) -> dict:
     """train/step.py's prepare_views with this chain: both views, normalised."""
     from augself_jax.train.step import prepare_views as prepare_with
 
-    return prepare_with(config, batch, photometric=apply_photometric)
+    return prepare_with(config, batch, photometric=lambda views, params, settings:
+                        apply_photometric(views, params, blur_kernel=settings["blur"].kernel))

@@ -145,7 +145,7 @@ np.testing.assert_array_equal(back["invert"], flags)
 
 x = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
 rec = dict(records.identity_record(4), invert=np.array([1, 0, 1, 0], np.float32))
-out, _ = photometric.apply_photometric(x, rec, blur_kernel=3)
+out, _ = photometric.apply_photometric(x, rec, augself_jax.augs.StaticSettings.of(blur_kernel=3))
 np.testing.assert_allclose(np.asarray(out), np.where(rec["invert"][:, None, None, None] > 0,
                                                      1 - x / 255.0, x / 255.0), atol=1e-6)
 assert "inv 1" in preview._caption(rec, 0)

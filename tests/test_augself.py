@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
 
-from augself_jax.augs import Ranges, records
+from augself_jax.augs import StaticSettings, records
 from augself_jax.aware.augself import HEADS, augself_losses, enabled_augs, pair_targets
 
 
@@ -27,7 +27,7 @@ def batched(rec):
 
 
 def targets(pa, pb, reference=False):
-    fn = jax.jit(lambda pa, pb: pair_targets(pa, pb, Ranges(), reference=reference),
+    fn = jax.jit(lambda pa, pb: pair_targets(pa, pb, StaticSettings.of(), reference=reference),
                  compiler_options=FAST)
     return {k: np.asarray(v)[0] for k, v in fn(batched(pa), batched(pb)).items()}
 
@@ -64,19 +64,19 @@ def _ranges(strength, hue=0.1):
     config = tiny_config()
     config.aug.color_strength = strength
     config.aug.hue = hue
-    return Ranges.from_config(config)
+    return StaticSettings.from_aug(config.aug)
 
 
 def test_color_strength_scales_and_clamps_the_ranges_as_kornia():
     r = _ranges(2.0)  # 0.4 x 2 = 0.8: inside every bound
-    np.testing.assert_allclose(r.jitter_low, (0.2, 0.2, 0.2, -0.2), atol=1e-7)
-    np.testing.assert_allclose(r.jitter_high, (1.8, 1.8, 1.8, 0.2), atol=1e-7)
-    assert r.blur_max == 2.0
+    np.testing.assert_allclose(r["color"].low, (0.2, 0.2, 0.2, -0.2), atol=1e-7)
+    np.testing.assert_allclose(r["color"].high, (1.8, 1.8, 1.8, 0.2), atol=1e-7)
+    assert r["blur"].max_sigma == 2.0
     # 0.4 x 3 = 1.2: brightness clamped to [0, 2]; contrast, saturation only below (>= 0);
     # hue 0.2 x 3 = 0.6 clamped to [-0.5, 0.5].
     r = _ranges(3.0, hue=0.2)
-    np.testing.assert_allclose(r.jitter_low, (0.0, 0.0, 0.0, -0.5), atol=1e-7)
-    np.testing.assert_allclose(r.jitter_high, (2.0, 2.2, 2.2, 0.5), atol=1e-7)
+    np.testing.assert_allclose(r["color"].low, (0.0, 0.0, 0.0, -0.5), atol=1e-7)
+    np.testing.assert_allclose(r["color"].high, (2.0, 2.2, 2.2, 0.5), atol=1e-7)
 
 
 def test_color_vector_divides_by_the_clamped_width():
@@ -108,7 +108,7 @@ def test_both_orders_make_the_loss_symmetric_in_the_views():
     y1, y2 = (jnp.asarray(rng.normal(size=(16, 32)), jnp.float32) for _ in range(2))
 
     def losses(m, y1, y2, p1, p2):
-        return augself_losses(m.augself_heads, y1, y2, p1, p2, Ranges())
+        return augself_losses(m.augself_heads, y1, y2, p1, p2, StaticSettings.of())
 
     forward = fast_call(model, losses, y1, y2, batch["params1"], batch["params2"])
     swapped = fast_call(model, losses, y2, y1, batch["params2"], batch["params1"])

@@ -7,13 +7,14 @@ import pytest
 from test_augself import A, B, batched
 from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
 
-from augself_jax.augs import Ranges
+from augself_jax.augs import StaticSettings
 from augself_jax.aware.cassle import descriptor, descriptor_dim, parse_keys
 from augself_jax.methods import Momentum
 
 
 def desc(rec, keys, reference=False):
-    fn = jax.jit(lambda p: descriptor(p, parse_keys(keys), Ranges(), reference=reference),
+    settings = StaticSettings.of()
+    fn = jax.jit(lambda p: descriptor(p, parse_keys(keys), settings, reference=reference),
                  compiler_options=FAST)
     return np.asarray(fn(batched(rec)))[0]
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from augself_jax.augs import blur, color, gray, solarize
+from augself_jax.augs import StaticSettings, blur, color, gray, solarize
 from augself_jax.data import photometric as ph
 
 ATOL = 3e-5
@@ -171,7 +171,7 @@ def test_apply_photometric_follows_the_recorded_order_and_fills_mean_shift():
         "rotation": np.zeros(n, np.int32),
     }
     params["color"] = params["color"].astype(np.float32)
-    fn = jax.jit(lambda v, p: ph.apply_photometric(v, p, blur_kernel=kernel))
+    fn = jax.jit(lambda v, p: ph.apply_photometric(v, p, StaticSettings.of(blur_kernel=kernel)))
     out, rec = fn(views, params)
     assert out.dtype == jnp.float32 and out.shape == views.shape
     for i in range(n):
@@ -269,8 +269,8 @@ def test_chain_matches_the_chain_before_within_the_stated_tolerance(size, kernel
     before = _before()
     old_x, old_rec = jax.jit(lambda v, p: before.apply_photometric(v, p, blur_kernel=kernel))(
         views, params)
-    new_x, new_rec = jax.jit(lambda v, p: ph.apply_photometric(v, p, blur_kernel=kernel))(
-        views, params)
+    settings = StaticSettings.of(blur_kernel=kernel)
+    new_x, new_rec = jax.jit(lambda v, p: ph.apply_photometric(v, p, settings))(views, params)
     np.testing.assert_allclose(new_x, old_x, atol=CHAIN_ATOL)
     np.testing.assert_allclose(new_rec["color_mean_shift"], old_rec["color_mean_shift"],
                                atol=SHIFT_ATOL)

@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 from test_methods_support import FAST, build, tiny_config
 
+from augself_jax.augs import StaticSettings
 from augself_jax.data.photometric import apply_photometric, normalize
 from augself_jax.data.pipeline import make_pretrain_iterator
 from augself_jax.data.registry import get_dataset_info
@@ -38,7 +39,7 @@ def make_step(config, model, lr: float, total_steps: int):
         out = {"label": batch["label"]}
         for v in ("1", "2"):
             images, rec = apply_photometric(batch[f"view{v}"], batch[f"params{v}"],
-                                            blur_kernel=config.aug.blur_kernel)
+                                            StaticSettings.from_aug(config.aug))
             out[f"view{v}"] = normalize(images, info.mean, info.std)
             out[f"params{v}"] = rec
         return out
@@ -101,14 +102,13 @@ def test_loss_falls(method, shapes_data_dir):
 # runs in the default suite through the real step (test_train_experiments).
 @SLOW
 def test_simclr_learns_and_augself_color_head_beats_predicting_zero(shapes_data_dir):
-    from augself_jax.augs import Ranges
     from augself_jax.aware.augself import pair_targets
 
     config = shapes_config("simclr", shapes_data_dir, color=1.0, crop=1.0)
     history = train(config, lr=0.2, steps=40)
     _falls(history, "ssl_loss")
     _falls(history, "augself/color")
-    ranges = Ranges.from_config(config)
+    ranges = StaticSettings.from_aug(config.aug)
     zero_losses = []
     for _, inputs in history[-10:]:
         t12 = pair_targets(inputs["params1"], inputs["params2"], ranges, augs=("color",))["color"]

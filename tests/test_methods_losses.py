@@ -5,8 +5,8 @@ import pytest
 
 from augself_jax.aware.augself import head_loss
 from augself_jax.methods.barlow import barlow_loss
-from augself_jax.methods.byol import byol_loss, tau_schedule
-from augself_jax.methods.core import l2_normalize
+from augself_jax.methods.byol import byol_loss
+from augself_jax.methods.core import cosine_momentum, l2_normalize
 from augself_jax.methods.moco import info_nce
 from augself_jax.methods.simclr import nt_xent
 from augself_jax.methods.simsiam import simsiam_loss
@@ -46,16 +46,16 @@ def test_info_nce():
     np.testing.assert_allclose(info_nce(q, key, queue, t), expected, rtol=1e-5)
 
 
-def test_byol_loss_and_tau_schedule():
+def test_byol_loss_and_cosine_momentum():
     p1, p2, t1, t2 = (RNG.normal(size=(6, 4)) for _ in range(4))
     cos = lambda a, b: np.sum(_unit(a) * _unit(b), -1)
     expected = np.mean(2 - 2 * cos(p1, t2)) + np.mean(2 - 2 * cos(p2, t1))
     np.testing.assert_allclose(byol_loss(p1, p2, t1, t2), expected, rtol=1e-5)
     for step in (0, 3, 10):
         want = 1 - (1 - 0.996) * (np.cos(np.pi * step / 10) + 1) / 2
-        np.testing.assert_allclose(tau_schedule(step, 10, 0.996), want, rtol=1e-6)
-    assert float(tau_schedule(0, 10, 0.996)) == pytest.approx(0.996)
-    assert float(tau_schedule(10, 10, 0.996)) == pytest.approx(1.0)
+        np.testing.assert_allclose(cosine_momentum(step, 10, 0.996), want, rtol=1e-6)
+    assert float(cosine_momentum(0, 10, 0.996)) == pytest.approx(0.996)
+    assert float(cosine_momentum(10, 10, 0.996)) == pytest.approx(1.0)
 
 
 def test_simsiam_loss():

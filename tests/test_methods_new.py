@@ -228,7 +228,7 @@ def test_byol_augself_reads_online_view2_by_default():
         y1, y2 = m.backbone(batch["view1"]), m.backbone(batch["view2"])
         ty2 = m.target_backbone(batch["view2"])
         direct = {name: augself.augself_losses(m.augself_heads, y1, v2, batch["params1"],
-                                               batch["params2"], m.settings.ranges)["crop"]
+                                               batch["params2"], m.settings.aug_settings)["crop"]
                   for name, v2 in (("online", y2), ("target", ty2))}
         return metrics["augself/crop"], direct
 

@@ -6,10 +6,11 @@ from flax import nnx
 
 from augself_jax.augs import records
 from augself_jax.methods import build_model, validate_model_config
+from augself_jax.train.mesh import fast_compile_options
 from configs.common import base_config
 
-# CPU compile time dominates a tiny model's cost; these options cut it several-fold.
-FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# CPU compile time dominates a tiny model's cost; the trainer's fast-compile options cut it.
+FAST = fast_compile_options()
 
 
 def tiny_config(method: str = "simclr", *, augself: dict | None = None,

@@ -9,7 +9,7 @@ from conftest import copy_checkout, run_command
 from flax import nnx
 from test_methods_support import tiny_config
 
-from augself_jax.augs import Ranges
+from augself_jax.augs import StaticSettings
 from augself_jax.aware.augself import pair_targets
 from augself_jax.errors import ConfigError
 from augself_jax.models.mlp import MLP
@@ -76,7 +76,7 @@ def _records(rng: np.random.Generator, b: int, hue_range: float) -> dict:
 
 def test_circular_color_target_matches_numpy():
     rng = np.random.default_rng(0)
-    ranges = Ranges(jitter_low=(0.6, 0.6, 0.6, -0.5), jitter_high=(1.4, 1.4, 1.4, 0.5))
+    ranges = StaticSettings.of(hue=0.5)  # jitter ranges (0.6, 0.6, 0.6, -0.5)..(1.4, 1.4, 1.4, 0.5)
     pa, pb = _records(rng, 64, 0.5), _records(rng, 64, 0.5)
     got = np.asarray(pair_targets(pa, pb, ranges, augs=("color",),
                                   color_target="circular")["color"])
@@ -92,7 +92,7 @@ def test_circular_color_target_matches_numpy():
 def test_circular_target_is_the_same_for_differences_a_turn_apart():
     # Shifts +0.3 / -0.3 (difference 0.6 turn) and -0.2 / +0.2 (-0.4 turn) are one colour
     # relation; the reference's line gives them targets of opposite sign.
-    ranges = Ranges(jitter_low=(0.6, 0.6, 0.6, -0.5), jitter_high=(1.4, 1.4, 1.4, 0.5))
+    ranges = StaticSettings.of(hue=0.5)  # jitter ranges (0.6, 0.6, 0.6, -0.5)..(1.4, 1.4, 1.4, 0.5)
 
     def pair(ha, hb):
         rec = lambda h: {"color": np.array([[1.0, 1.0, 1.0, h]], np.float32),  # noqa: E731

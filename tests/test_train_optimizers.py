@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 from test_train_support import load_config, tiny_config
 
+from augself_jax.methods import registry
 from augself_jax.train import mesh as mesh_lib
 from augself_jax.train import optimizers
 from augself_jax.train import state as state_lib
@@ -96,7 +97,9 @@ def test_adamw_first_step_and_masked_decay():
 def test_simsiam_predictor_keeps_the_constant_lr():
     c = _config("sgd", method="simsiam", batch=256, base_lr=0.05, wd=0.0)
     params = _params()
-    tx, schedule = optimizers.make_optimizer(c, params, num_steps=4)
+    simsiam = registry.get("simsiam")
+    tx, schedule = optimizers.make_optimizer(c, params, num_steps=4,
+                                             constant_lr=simsiam.constant_lr(c))
     state = tx.init(params)
     g = {"backbone": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones((3,))},
          "predictor": {"kernel": jnp.ones((3, 2))}}
@@ -106,7 +109,7 @@ def test_simsiam_predictor_keeps_the_constant_lr():
     cos_lr = 0.05 * 0.5 * (1 + math.cos(math.pi * 2 / 4))
     np.testing.assert_allclose(updates["backbone"]["bias"], -cos_lr * 2.71, rtol=1e-5)
     c.method.simsiam_fixed_predictor_lr = False
-    tx, _ = optimizers.make_optimizer(c, params, num_steps=4)
+    tx, _ = optimizers.make_optimizer(c, params, num_steps=4, constant_lr=simsiam.constant_lr(c))
     state = tx.init(params)
     for _ in range(3):
         updates, state = tx.update(g, state, params)

@@ -9,10 +9,10 @@ analysis pick it up from the registry.
 
 from augself_jax.augs import crop, flip, color, gray, blur, solarize, rotation  # noqa: F401, I001
 from augself_jax.augs.core import (DEVICE, HOST, AugSelfTarget, Augmentation, Descriptor,
-                                   Field, Ranges, augself_entries, chain, config_defaults,
-                                   descriptors, entries, get, record_fields, record_keys,
-                                   register)
+                                   Field, StaticSettings, augself_entries, chain,
+                                   config_defaults, descriptors, entries, get, record_fields,
+                                   record_keys, register)
 
-__all__ = ["DEVICE", "HOST", "AugSelfTarget", "Augmentation", "Descriptor", "Field", "Ranges",
-           "augself_entries", "chain", "config_defaults", "descriptors", "entries", "get",
-           "record_fields", "record_keys", "register"]
+__all__ = ["DEVICE", "HOST", "AugSelfTarget", "Augmentation", "Descriptor", "Field",
+           "StaticSettings", "augself_entries", "chain", "config_defaults", "descriptors",
+           "entries", "get", "record_fields", "record_keys", "register"]

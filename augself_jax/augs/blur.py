@@ -1,5 +1,7 @@
 """Gaussian blur with reflect padding, on the device."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ from augself_jax.augs.core import (
     check_pair,
     check_probability,
     register,
+    switched_on,
 )
 from augself_jax.errors import ConfigError
 
@@ -21,9 +24,22 @@ from augself_jax.errors import ConfigError
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["blur_applied"] < aug.blur_prob
+    on = switched_on(u, "blur_applied", aug.blur_prob)
     s0, s1 = aug.blur_sigma
     return {"blur": tf.where(on, s0 + u["blur"] * (s1 - s0), 0.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlurSettings:
+    """The blur's static settings: the kernel size its op uses and the max sigma its AugSelf
+    target and CASSLE descriptor divide by (the defaults are the reference's at 96 px)."""
+
+    kernel: int = 9
+    max_sigma: float = 2.0
+
+    @classmethod
+    def from_aug(cls, aug) -> "BlurSettings":
+        return cls(kernel=int(aug.blur_kernel), max_sigma=float(aug.blur_sigma[1]))
 
 
 def gaussian_kernels(sigma: jax.Array, kernel_size: int) -> jax.Array:
@@ -79,11 +95,11 @@ def gaussian_blur(x: jax.Array, sigma: jax.Array, *, kernel_size: int) -> jax.Ar
     return jnp.where(sigma[:, None, None, None] > 0, out, x)
 
 
-def blur_value(params: dict, ranges, reference: bool) -> jax.Array:
+def blur_value(params: dict, settings: BlurSettings, reference: bool) -> jax.Array:
     """Sigma [B]; divided by the max sigma (fits tanh) unless `reference` (raw, as the
     reference code)."""
     sigma = jnp.asarray(params["blur"], jnp.float32)
-    return sigma if reference else sigma / ranges.blur_max
+    return sigma if reference else sigma / settings.max_sigma
 
 
 def _check(aug, image_size):
@@ -103,12 +119,11 @@ BLUR = register(Augmentation(
     draws=(("blur_applied", 1), ("blur", 1)),
     record=(Field("blur", (), "float32", (0.0,)),),
     sample=_sample,
-    op=lambda x, p, *, blur_kernel, **_: (gaussian_blur(x, p["blur"], kernel_size=blur_kernel),
-                                          {}),
-    prob_field="blur_prob", check=_check,
+    op=lambda x, p, *, settings: (gaussian_blur(x, p["blur"], kernel_size=settings.kernel), {}),
+    settings=BlurSettings.from_aug, prob_field="blur_prob", check=_check,
     caption=lambda rec, i: f"blur {rec['blur'][i]:.2f}",
-    augself=AugSelfTarget(1, "mse", lambda pa, pb, ranges, reference: (
-        blur_value(pa, ranges, reference) - blur_value(pb, ranges, reference))[..., None]),
-    cassle=(Descriptor("blur", 1,
-                       lambda p, ranges, reference: blur_value(p, ranges, reference)[..., None]),),
+    augself=AugSelfTarget(1, "mse", lambda pa, pb, settings, reference: (
+        blur_value(pa, settings, reference) - blur_value(pb, settings, reference))[..., None]),
+    cassle=(Descriptor("blur", 1, lambda p, settings, reference:
+                       blur_value(p, settings, reference)[..., None]),),
 ))

@@ -1,6 +1,8 @@
 """Colour jitter: brightness, contrast, saturation, hue in a random per-example order,
 on the device, with the reference's (kornia's) range clamps."""
 
+import dataclasses
+
 import dm_pix as pix
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ from augself_jax.augs.core import (
     Field,
     check_probability,
     register,
+    switched_on,
 )
 from augself_jax.errors import ConfigError
 
@@ -20,6 +23,20 @@ from augself_jax.errors import ConfigError
 CONTRAST_GRAY = (0.2989, 0.587, 0.114)
 IDENTITY = (1.0, 1.0, 1.0, 0.0)  # the factors that change nothing
 OPS = "bcsh"  # brightness, contrast, saturation, hue: the index order of `color`
+
+
+@dataclasses.dataclass(frozen=True)
+class JitterRange:
+    """The jitter's static settings: each factor's sampling range after the reference's
+    (kornia's) clamps, which its AugSelf target and CASSLE descriptor normalise by. The
+    defaults are the reference's (strength 0.4 / hue 0.1)."""
+
+    low: tuple[float, float, float, float] = (0.6, 0.6, 0.6, -0.1)
+    high: tuple[float, float, float, float] = (1.4, 1.4, 1.4, 0.1)
+
+    @classmethod
+    def from_aug(cls, aug) -> "JitterRange":
+        return cls(*jitter_bounds(aug))
 
 
 def jitter_bounds(aug) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -36,7 +53,7 @@ def jitter_bounds(aug) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["color_applied"] < aug.color_prob
+    on = switched_on(u, "color_applied", aug.color_prob)
     low, high = (tf.constant(x, tf.float32) for x in jitter_bounds(aug))
     factors = low + u["color"] * (high - low)
     # argsort of i.i.d. uniforms: a uniform random permutation of the four ops.
@@ -146,12 +163,11 @@ def _op(x, params, **_):
     return jittered, {"color_mean_shift": shift.astype(jnp.float32)}
 
 
-def color_vector(params: dict, ranges) -> jax.Array:
+def color_vector(params: dict, ranges: JitterRange) -> jax.Array:
     """The reference's normalised jitter `w` [B, 4]: each factor's offset from identity
     divided by the width of its (clamped) sampling range; 0 where the jitter did not run."""
     offset = jnp.asarray(params["color"], jnp.float32) - jnp.asarray(IDENTITY, jnp.float32)
-    width = jnp.asarray(ranges.jitter_high, jnp.float32) - jnp.asarray(ranges.jitter_low,
-                                                                       jnp.float32)
+    width = jnp.asarray(ranges.high, jnp.float32) - jnp.asarray(ranges.low, jnp.float32)
     # A zero width means that op never varies: its entry is 0, not 0/0.
     w = jnp.where(width > 0, offset / jnp.where(width > 0, width, 1.0), 0.0)
     return w * jnp.asarray(params["color_applied"], jnp.float32)[..., None]
@@ -193,6 +209,7 @@ COLOR = register(Augmentation(
     augself=AugSelfTarget(
         4, "mse", lambda pa, pb, ranges, reference: color_vector(pa, ranges) -
         color_vector(pb, ranges)),
+    settings=JitterRange.from_aug,
     cassle=(Descriptor("color", 4, lambda p, ranges, reference: color_vector(p, ranges)),
             Descriptor("color_diff", 3, lambda p, ranges, reference:
                        jnp.asarray(p["color_mean_shift"], jnp.float32))),

@@ -45,28 +45,10 @@ class Field:
 
 
 @dataclasses.dataclass(frozen=True)
-class Ranges:
-    """The static settings targets and descriptors need from the config: the colour
-    jitter's sampling ranges after the reference's (kornia's) clamps, and the max blur
-    sigma. The defaults are the reference's (strength 0.4 / hue 0.1, sigma <= 2)."""
-
-    jitter_low: tuple[float, float, float, float] = (0.6, 0.6, 0.6, -0.1)
-    jitter_high: tuple[float, float, float, float] = (1.4, 1.4, 1.4, 0.1)
-    blur_max: float = 2.0
-
-    @classmethod
-    def from_config(cls, config) -> "Ranges":
-        from augself_jax.augs.color import jitter_bounds
-
-        low, high = jitter_bounds(config.aug)
-        return cls(jitter_low=low, jitter_high=high, blur_max=float(config.aug.blur_sigma[1]))
-
-
-@dataclasses.dataclass(frozen=True)
 class AugSelfTarget:
     """An AugSelf head: output size, loss kind (mse | bce | ce) and the target of the
-    ordered pair (view a, view b): target(pa, pb, ranges, reference) -> [B, dim]
-    (int [B] for ce)."""
+    ordered pair (view a, view b): target(pa, pb, settings, reference) -> [B, dim]
+    (int [B] for ce), `settings` being its augmentation's own (`Augmentation.settings`)."""
 
     dim: int
     loss: str
@@ -75,17 +57,24 @@ class AugSelfTarget:
 
 @dataclasses.dataclass(frozen=True)
 class Descriptor:
-    """A CASSLE descriptor key: its size and value(params, ranges, reference) -> [B, dim]."""
+    """A CASSLE descriptor key: its size and value(params, settings, reference) -> [B, dim],
+    `settings` being its augmentation's own (`Augmentation.settings`)."""
 
     key: str
     dim: int
     value: Callable[..., Any]
 
 
+def switched_on(u: dict, slot: str, probability: float) -> Any:
+    """The views an augmentation runs on ("applied with probability p"): those whose
+    uniform in `slot` is below `probability`. Every switchable sampler draws it this way."""
+    return u[slot] < probability
+
+
 def same_flag_target(key: str) -> AugSelfTarget:
     """AugSelf's target for a 0/1 record flag: 1 where the two views agree (BCE)."""
 
-    def target(pa, pb, ranges, reference):
+    def target(pa, pb, settings, reference):
         import jax.numpy as jnp
 
         return (jnp.asarray(pa[key]) == jnp.asarray(pb[key])).astype(jnp.float32)[..., None]
@@ -96,7 +85,7 @@ def same_flag_target(key: str) -> AugSelfTarget:
 def flag_descriptor(key: str) -> Descriptor:
     """A CASSLE descriptor that is the record's 0/1 flag `key` itself."""
 
-    def value(p, ranges, reference):
+    def value(p, settings, reference):
         import jax.numpy as jnp
 
         return jnp.asarray(p[key], jnp.float32)[..., None]
@@ -116,7 +105,8 @@ class Augmentation:
     # width) -> {record key: [V, ...]} (plus host-only extras such as 'crop_px').
     sample: Callable[..., dict]
     # HOST: op(image float [H, W, 3], params of one view, out_size) -> image (TensorFlow).
-    # DEVICE: op(x float [B, H, W, 3] in [0, 1], params, blur_kernel=...) -> (x, updates).
+    # DEVICE: op(x float [B, H, W, 3] in [0, 1], params, settings=its own settings) ->
+    # (x, updates).
     op: Callable[..., Any]
     caption: Callable[[dict, int], str]  # one short line for the preview grid
     prob_field: str | None = None  # the config field that switches it on (None: always)
@@ -133,6 +123,10 @@ class Augmentation:
     # bias a draw, as the crop's areas and aspect ratios).
     draw_dtype: str = "float32"
     always: dict[str, Any] | None = None  # overrides that make it run (default: prob_field = 1)
+    # settings(aug) -> a hashable value: the static settings its op, AugSelf target and
+    # CASSLE descriptors read besides the record (the colour jitter's clamped ranges, the
+    # blur's kernel), from config.aug; None: it has none.
+    settings: Callable[[Any], Any] | None = None
 
     def neutral_overrides(self) -> dict[str, Any]:
         if self.neutral is not None:
@@ -205,6 +199,32 @@ def config_defaults() -> dict[str, Any]:
     for e in _REGISTRY.values():
         out.update(e.defaults)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticSettings:
+    """Every augmentation's own static settings (its entry's `settings(aug)`), by name. The
+    generic code carries this one value and hands each entry its own part, so nothing here
+    knows what any augmentation's settings hold. Hashable: jit reads it as a constant."""
+
+    by_name: tuple[tuple[str, Any], ...] = ()
+
+    def __getitem__(self, name: str) -> Any:
+        """`name`'s settings (None for an augmentation that has none)."""
+        return dict(self.by_name).get(name)
+
+    @classmethod
+    def from_aug(cls, aug) -> "StaticSettings":
+        """From a config's `aug` section."""
+        return cls(tuple((e.name, e.settings(aug)) for e in _REGISTRY.values()
+                         if e.settings is not None))
+
+    @classmethod
+    def of(cls, **aug_fields: Any) -> "StaticSettings":
+        """From the registry's `config.aug` defaults with `aug_fields` overridden."""
+        import ml_collections
+
+        return cls.from_aug(ml_collections.ConfigDict({**config_defaults(), **aug_fields}))
 
 
 def check_probability(aug, field: str) -> None:

@@ -75,7 +75,7 @@ def centres(params: dict, mirror) -> jnp.ndarray:
     return jnp.stack([top + h / 2, cx, h, w], axis=-1)
 
 
-def _target(pa, pb, ranges, reference):
+def _target(pa, pb, settings, reference):
     # Offsets in view a's frame: mirror both x-centres when view a is flipped.
     return centres(pa, pa["flip"]) - centres(pb, pa["flip"])
 
@@ -97,7 +97,7 @@ CROP = register(Augmentation(
     record=(Field("crop", (4,), "float32", (0.0, 0.0, 1.0, 1.0)),),
     sample=_sample, op=_op, caption=_caption, check=_check,
     augself=AugSelfTarget(4, "mse", _target),
-    cassle=(Descriptor("crop", 4, lambda p, ranges, reference: centres(p, p["flip"])),),
+    cassle=(Descriptor("crop", 4, lambda p, settings, reference: centres(p, p["flip"])),),
     # The whole (square) image, resized to its own size: an identity.
     neutral={"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0)},
 ))

@@ -9,13 +9,14 @@ from augself_jax.augs.core import (
     flag_descriptor,
     register,
     same_flag_target,
+    switched_on,
 )
 
 
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    return {"flip": tf.cast(u["flip"] < aug.flip_prob, tf.float32)}
+    return {"flip": tf.cast(switched_on(u, "flip", aug.flip_prob), tf.float32)}
 
 
 def _op(image, p, out_size):

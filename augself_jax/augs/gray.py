@@ -13,6 +13,7 @@ from augself_jax.augs.core import (
     flag_descriptor,
     register,
     same_flag_target,
+    switched_on,
 )
 from augself_jax.errors import ConfigError
 
@@ -29,7 +30,7 @@ def probability(aug) -> float:
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["gray"] < probability(aug)
+    on = switched_on(u, "gray", probability(aug))
     return {"gray": tf.cast(on, tf.float32)}
 
 

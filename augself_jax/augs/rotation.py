@@ -12,13 +12,14 @@ from augself_jax.augs.core import (
     Field,
     check_probability,
     register,
+    switched_on,
 )
 
 
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["rotation_applied"] < aug.rotation_prob
+    on = switched_on(u, "rotation_applied", aug.rotation_prob)
     k = tf.minimum(tf.cast(tf.floor(u["rotation"] * 4), tf.int32), 3)
     return {"rotation": tf.where(on, k, 0)}
 
@@ -29,7 +30,7 @@ def _op(image, p, out_size):
     return tf.image.rot90(image, k=p["rotation"])
 
 
-def _target(pa, pb, ranges, reference):
+def _target(pa, pb, settings, reference):
     return jnp.mod(jnp.asarray(pa["rotation"], jnp.int32) - jnp.asarray(pb["rotation"], jnp.int32),
                    4)
 

@@ -10,13 +10,14 @@ from augself_jax.augs.core import (
     Field,
     check_probability,
     register,
+    switched_on,
 )
 
 
 def _sample(u, aug, height, width):
     import tensorflow as tf
 
-    on = u["solarize_applied"] < aug.solarize_prob
+    on = switched_on(u, "solarize_applied", aug.solarize_prob)
     return {"solarize": tf.where(on, u["solarize"], 1.0)}
 
 
@@ -28,7 +29,7 @@ def solarize(x: jax.Array, threshold: jax.Array) -> jax.Array:
     return jnp.where((t < 1.0) & (x >= t), 1.0 - x, x)
 
 
-def _target(pa, pb, ranges, reference):
+def _target(pa, pb, settings, reference):
     return (jnp.asarray(pa["solarize"], jnp.float32) -
             jnp.asarray(pb["solarize"], jnp.float32))[..., None]
 

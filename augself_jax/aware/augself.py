@@ -10,7 +10,8 @@ import optax
 from flax import nnx
 
 from augself_jax import augs as registry
-from augself_jax.augs import Ranges
+from augself_jax.augs import StaticSettings
+from augself_jax.errors import ConfigError, one_of, positive
 from augself_jax.models.mlp import MLP
 
 # aug -> (head output dim, loss kind), for every augmentation that has an AugSelf target.
@@ -28,11 +29,11 @@ def head_dim(aug: str, color_target: str = "linear") -> int:
     return HEADS[aug][0] + (aug == "color" and color_target == "circular")
 
 
-def circular_color_target(pa: dict, pb: dict, ranges: Ranges) -> jax.Array:
+def circular_color_target(pa: dict, pb: dict, settings: StaticSettings) -> jax.Array:
     """[B, 5]: the reference's brightness, contrast and saturation differences, then
     sin and cos of 2 pi (hue shift of a - hue shift of b); a shift is 0 where the
     jitter did not run."""
-    linear = registry.get("color").augself.target(pa, pb, ranges, False)
+    linear = registry.get("color").augself.target(pa, pb, settings["color"], False)
     shift = [jnp.asarray(p["color"], jnp.float32)[..., 3]
              * jnp.asarray(p["color_applied"], jnp.float32) for p in (pa, pb)]
     angle = 2.0 * jnp.pi * (shift[0] - shift[1])
@@ -47,14 +48,33 @@ def enabled_augs(augself_config) -> tuple[tuple[str, float], ...]:
     )
 
 
+def validate_config(config) -> None:
+    """ConfigError naming the first bad field of the `augself` section."""
+    a = config.augself
+    known = set(HEADS) | {"hidden", "reference", "ss_only", "color_target"}
+    for key in a.keys():
+        one_of("augself key", key, sorted(known))
+    for aug in HEADS:
+        if float(a[aug]) < 0:
+            raise ConfigError(f"augself.{aug}: weight {a[aug]} is below zero; allowed: >= 0 "
+                              "(0 disables the head)")
+    if a.get("ss_only", False) and not enabled_augs(a):
+        raise ConfigError("augself.ss_only: True trains the AugSelf heads alone, but no head "
+                          "is on; allowed: ss_only False, or a weight > 0 for one of "
+                          f"{', '.join(HEADS)}")
+    positive("augself.hidden", a.hidden)
+    one_of("augself.color_target", a.get("color_target", "linear"), COLOR_TARGETS)
+
+
 def pair_targets(
-    pa: dict, pb: dict, ranges: Ranges, *, reference: bool = False, augs: tuple = tuple(HEADS),
-    color_target: str = "linear",
+    pa: dict, pb: dict, settings: StaticSettings, *, reference: bool = False,
+    augs: tuple = tuple(HEADS), color_target: str = "linear",
 ) -> dict[str, jax.Array]:
-    """Targets for the ordered pair (view a, view b), batched over the leading axis."""
-    return {a: circular_color_target(pa, pb, ranges)
+    """Targets for the ordered pair (view a, view b), batched over the leading axis; each
+    augmentation's target reads its own part of `settings`."""
+    return {a: circular_color_target(pa, pb, settings)
             if a == "color" and color_target == "circular"
-            else registry.get(a).augself.target(pa, pb, ranges, reference) for a in augs}
+            else registry.get(a).augself.target(pa, pb, settings[a], reference) for a in augs}
 
 
 def head_loss(kind: str, pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -89,7 +109,7 @@ def augself_losses(
     y2: jax.Array,
     p1: dict,
     p2: dict,
-    ranges: Ranges,
+    settings: StaticSettings,
     *,
     reference: bool = False,
     color_target: str = "linear",
@@ -97,9 +117,9 @@ def augself_losses(
     """Per-aug loss over both orders: rows [y1, y2] -> t(1, 2) and [y2, y1] -> t(2, 1)."""
     names = tuple(heads.keys())
     x = jnp.concatenate([jnp.concatenate([y1, y2], -1), jnp.concatenate([y2, y1], -1)], 0)
-    t12 = pair_targets(p1, p2, ranges, reference=reference, augs=names,
+    t12 = pair_targets(p1, p2, settings, reference=reference, augs=names,
                        color_target=color_target)
-    t21 = pair_targets(p2, p1, ranges, reference=reference, augs=names,
+    t21 = pair_targets(p2, p1, settings, reference=reference, augs=names,
                        color_target=color_target)
     losses = {}
     for a in names:

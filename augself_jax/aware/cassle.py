@@ -8,8 +8,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from augself_jax import augs
-from augself_jax.augs import Ranges
-from augself_jax.errors import ConfigError
+from augself_jax.augs import StaticSettings
+from augself_jax.errors import ConfigError, one_of, positive
 from augself_jax.models.mlp import MLP
 
 # descriptor key -> size, for every key the registry's augmentations describe.
@@ -40,17 +40,31 @@ def check_keys(keys: str) -> None:
         raise ConfigError(f"cassle.descriptor_keys: '{keys}' names a key twice")
 
 
+def validate_config(config) -> None:
+    """ConfigError naming the first bad field of the `cassle` section."""
+    c = config.cassle
+    for key in c.keys():
+        one_of("cassle key", key,
+               ("enabled", "descriptor_keys", "mode", "depth", "width", "reference"))
+    one_of("cassle.mode", c.mode, MODES)
+    check_keys(c.descriptor_keys)
+    positive("cassle.depth", c.depth)
+    positive("cassle.width", c.width)
+
+
 def descriptor_dim(keys: tuple[str, ...]) -> int:
     return sum(KEY_DIMS[k] for k in keys)
 
 
 def descriptor(
-    params: dict, keys: tuple[str, ...], ranges: Ranges, *, reference: bool = False
+    params: dict, keys: tuple[str, ...], settings: StaticSettings, *, reference: bool = False
 ) -> jax.Array:
-    """One view's descriptor [B, D]: its enabled keys concatenated in sorted order."""
+    """One view's descriptor [B, D]: its enabled keys concatenated in sorted order, each
+    reading its augmentation's own part of `settings`."""
     table = augs.descriptors()
-    return jnp.concatenate([table[k].value(params, ranges, reference) for k in sorted(keys)],
-                           axis=-1)
+    owner = {d.key: e.name for e in augs.entries() for d in e.cassle}
+    return jnp.concatenate([table[k].value(params, settings[owner[k]], reference)
+                            for k in sorted(keys)], axis=-1)
 
 
 def make_encoder(

@@ -12,17 +12,18 @@ import jax.numpy as jnp
 from augself_jax import augs
 
 
-def apply_photometric(views_uint8: jax.Array, params: dict, *,
-                      blur_kernel: int) -> tuple[jax.Array, dict]:
+def apply_photometric(views_uint8: jax.Array, params: dict,
+                      settings: augs.StaticSettings) -> tuple[jax.Array, dict]:
     """uint8 views [B, H, W, 3] + their records -> (float32 views in [0, 1], records with
-    the device-filled keys (`color_mean_shift`) filled).
+    the device-filled keys (`color_mean_shift`) filled). Each op reads its own part of
+    `settings` (`augs.StaticSettings.from_aug(config.aug)`).
 
     Float32 whatever the model's dtype (augs/blur.py says why the blur stays float32).
     """
     x = views_uint8.astype(jnp.float32) / 255.0
     params = dict(params)
     for entry in augs.chain(augs.DEVICE):
-        x, filled = entry.op(x, params, blur_kernel=blur_kernel)
+        x, filled = entry.op(x, params, settings=settings[entry.name])
         params.update(filled)
     return x, params
 

@@ -96,14 +96,14 @@ def _grid(sources: np.ndarray, hw: np.ndarray, views: list[np.ndarray], records:
 
 
 @functools.cache
-def _photometric(blur_kernel: int):
-    """The device part, jitted once per kernel size and process (the trainer draws the grid
-    at the start of every new run; tests train many)."""
+def _photometric(settings):
+    """The device part, jitted once per augmentations' static settings and process (the
+    trainer draws the grid at the start of every new run; tests train many)."""
     import jax
 
     from augself_jax.data import photometric
 
-    return jax.jit(lambda v, p: photometric.apply_photometric(v, p, blur_kernel=blur_kernel))
+    return jax.jit(lambda v, p: photometric.apply_photometric(v, p, settings))
 
 
 def write_preview(config, out_dir: str, num_images: int = 16) -> dict[str, np.ndarray]:
@@ -142,7 +142,9 @@ def sample_views(config, num_images: int = 16):
     sources = np.zeros((num_images, hw[:, 0].max(), hw[:, 1].max(), 3), np.uint8)
     for i, d in enumerate(decoded):  # zero-padded when source sizes differ (ImageNet)
         sources[i, :d.shape[0], :d.shape[1]] = d
-    apply = _photometric(int(config.aug.blur_kernel))
+    from augself_jax.augs import StaticSettings
+
+    apply = _photometric(StaticSettings.from_aug(config.aug))
     arrays = {"source": sources, "source_hw": hw, "index": batch["index"],
               "label": batch["label"]}
     views, records = [], []

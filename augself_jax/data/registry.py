@@ -88,10 +88,6 @@ def _registry() -> dict[str, DatasetInfo]:
     }
 
 
-def dataset_names() -> tuple[str, ...]:
-    return tuple(_registry())
-
-
 def get_dataset_info(name: str) -> DatasetInfo:
     registry = _registry()
     if name not in registry:

@@ -18,17 +18,14 @@ import numpy as np
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common
+from augself_jax.methods.core import l2_normalize
 
 TEMPERATURE = 0.07
 
 
-def _unit(x: jax.Array) -> jax.Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 @functools.partial(jax.jit, static_argnames=("ks", "num_classes"))
 def _predict(memory, memory_labels, queries, *, ks, num_classes):
-    sims = _unit(queries) @ memory.T  # memory is already unit-norm
+    sims = l2_normalize(queries) @ memory.T  # memory is already unit-norm
     top_sims, top_idx = jax.lax.top_k(sims, max(ks))
     top_labels = memory_labels[top_idx]
     preds = []
@@ -45,7 +42,7 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     """{k: top-1 accuracy in percent} of each query's k cosine-nearest training examples."""
     ks = tuple(int(k) for k in ks)
     num_classes = int(num_classes or max(train_y.max(), test_y.max()) + 1)
-    memory = _unit(jnp.asarray(train_x, jnp.float32))
+    memory = l2_normalize(jnp.asarray(train_x, jnp.float32))
     memory_labels = jnp.asarray(train_y, jnp.int32)
     ks = tuple(min(k, len(train_y)) for k in ks)
     test_x = np.asarray(test_x, np.float32)

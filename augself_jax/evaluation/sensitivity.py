@@ -104,11 +104,12 @@ def augmented(images: np.ndarray, aug: ml_collections.ConfigDict, name: str,
               seed: int = 0, strength: float = 1.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """`controlled_views` then the training chain's device part: (float views in [0, 1],
     their records with the device-filled keys filled)."""
+    from augself_jax.augs import StaticSettings
     from augself_jax.data.photometric import apply_photometric
 
     pixels, params = controlled_views(images, aug, name, seed, strength)
-    out, params = jax.jit(lambda v, p: apply_photometric(
-        v, p, blur_kernel=int(aug.blur_kernel)))(pixels, params)
+    settings = StaticSettings.from_aug(aug)
+    out, params = jax.jit(lambda v, p: apply_photometric(v, p, settings))(pixels, params)
     return np.asarray(out), jax.tree.map(np.asarray, params)
 
 
@@ -171,6 +172,7 @@ def similarities(backbone: nnx.Module, images: np.ndarray,
     """{stage: {'unrelated': cos, <label>: cos, ...}}: mean cosine similarity of each
     image's clean features with those of its view under each variant (label -> (the one
     augmentation applied, the aug config, its strength)), and with another image's."""
+    from augself_jax.augs import StaticSettings
     from augself_jax.data.photometric import apply_photometric, normalize
 
     graphdef, state = nnx.split(backbone)
@@ -191,14 +193,16 @@ def similarities(backbone: nnx.Module, images: np.ndarray,
     def clean_features(state, imgs):
         return features(state, imgs / 255.0)
 
-    kernels = {int(aug.blur_kernel) for _, aug, _ in variants.values()}
-    if len(kernels) > 1:
-        raise ValueError(f"sensitivity variants: one blur_kernel expected; got {kernels}")
-    kernel = kernels.pop() if kernels else 3
+    # One compiled step for every variant: they share the pretraining config's `aug` (the
+    # one augmentation and its strength are in each view's record, not in the settings).
+    found = {StaticSettings.from_aug(aug) for _, aug, _ in variants.values()}
+    if len(found) > 1:
+        raise ValueError(f"sensitivity variants: one aug config expected; got {len(found)}")
+    settings = found.pop() if found else StaticSettings.of()
 
     @jax.jit
     def cosines(state, pixels, params, clean):
-        x, _ = apply_photometric(pixels, params, blur_kernel=kernel)
+        x, _ = apply_photometric(pixels, params, settings)
         return jax.tree.map(_cosine, clean, features(state, x))
 
     clean = [clean_features(state, put(images[i])) for i in idx]

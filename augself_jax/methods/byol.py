@@ -6,9 +6,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from augself_jax.methods.core import cosine, cosine_momentum, pick, project
-from augself_jax.methods.registry import Method
-from augself_jax.methods.validate import in_range, one_of
+from augself_jax.errors import in_range, one_of
+from augself_jax.methods.core import (
+    Method,
+    cosine,
+    cosine_momentum,
+    online_views,
+    pick,
+    predictions,
+    target_views,
+)
 from augself_jax.models.mlp import MLP
 
 AUGSELF_VIEW2 = ("online", "target")
@@ -25,11 +32,6 @@ def byol_loss(p1: jax.Array, p2: jax.Array, t1: jax.Array, t2: jax.Array) -> jax
     return jnp.mean(2 - 2 * cosine(p1, t2)) + jnp.mean(2 - 2 * cosine(p2, t1))
 
 
-def tau_schedule(step, total_steps, base: float):
-    """tau = 1 - (1 - base) (cos(pi t / T) + 1) / 2: from base at t=0 to 1 at t=T."""
-    return cosine_momentum(step, total_steps, base)
-
-
 def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
     m = config.method
     out = pick(m.proj_out, 256)
@@ -41,14 +43,9 @@ def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) 
 
 def forward(model, batch: dict, step):
     del step  # no part of this loss depends on the schedule
-    p1_rec, p2_rec = batch["params1"], batch["params2"]
-    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
-    p1 = model.predictor(project(model, y1, p1_rec)).astype(jnp.float32)
-    p2 = model.predictor(project(model, y2, p2_rec)).astype(jnp.float32)
-    ty1 = jax.lax.stop_gradient(model.target_backbone(batch["view1"]))
-    ty2 = jax.lax.stop_gradient(model.target_backbone(batch["view2"]))
-    t1 = jax.lax.stop_gradient(project(model, ty1, p1_rec, target=True))
-    t2 = jax.lax.stop_gradient(project(model, ty2, p2_rec, target=True))
+    y1, y2, z1, z2 = online_views(model, batch)
+    p1, p2 = predictions(model, z1, z2)
+    _, ty2, t1, t2 = target_views(model, batch)
     # AugSelf reads both views' online features, as the reference does; "target" takes
     # view 2 from the momentum encoder instead (no gradient through it).
     view2 = ty2 if model.settings.hp.augself_view2 == "target" else y2

@@ -7,11 +7,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from augself_jax.errors import ConfigError
-from augself_jax.methods.core import Queue, l2_normalize, pick, project
-from augself_jax.methods.registry import Method
-from augself_jax.methods.validate import in_range, one_of, positive
-from augself_jax.models.mlp import MLP
+from augself_jax.errors import ConfigError, in_range, one_of, positive
+from augself_jax.methods.core import Method, Queue, l2_normalize, pick, project
+from augself_jax.methods.simclr import build_heads  # MoCo v2's projector is SimCLR's
 
 
 @dataclass(frozen=True)
@@ -28,12 +26,6 @@ def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float) -
     return jnp.mean(
         optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros(q.shape[0], jnp.int32))
     )
-
-
-def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:
-    m = config.method
-    widths = [pick(m.proj_hidden, num_features), pick(m.proj_out, 128)]
-    return {"projector": MLP(proj_in, widths, dtype=dtype, rngs=rngs)}
 
 
 def init_queue(config, rngs: nnx.Rngs) -> jax.Array:

@@ -17,10 +17,16 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from augself_jax.errors import ConfigError
-from augself_jax.methods.core import cosine_momentum, l2_normalize, pick, project
-from augself_jax.methods.registry import Method
-from augself_jax.methods.validate import in_range, one_of
+from augself_jax.errors import ConfigError, in_range, one_of
+from augself_jax.methods.core import (
+    Method,
+    cosine_momentum,
+    l2_normalize,
+    online_views,
+    pick,
+    predictions,
+    target_views,
+)
 from augself_jax.models.backbones import is_vit
 from augself_jax.models.mlp import MLP
 
@@ -94,13 +100,9 @@ def predictor_ends_in_bn(config) -> bool:
 
 def forward(model, batch: dict, step):
     del step  # no part of this loss depends on the schedule
-    p1_rec, p2_rec = batch["params1"], batch["params2"]
-    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
-    q1 = model.predictor(project(model, y1, p1_rec)).astype(jnp.float32)
-    q2 = model.predictor(project(model, y2, p2_rec)).astype(jnp.float32)
-    sg = jax.lax.stop_gradient
-    k1 = sg(project(model, sg(model.target_backbone(batch["view1"])), p1_rec, target=True))
-    k2 = sg(project(model, sg(model.target_backbone(batch["view2"])), p2_rec, target=True))
+    y1, y2, z1, z2 = online_views(model, batch)
+    q1, q2 = predictions(model, z1, z2)
+    _, _, k1, k2 = target_views(model, batch)
     # Both views pass through the online encoder, so AugSelf reads both online features.
     return mocov3_loss(q1, q2, k1, k2, model.settings.hp.temperature), y1, y2, {}
 

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from augself_jax.aware import augself, cassle
-from augself_jax.methods import registry
 from augself_jax.methods.core import Settings, ema_update, momentum_copy, pick
+from augself_jax.methods.registry import get as get_method
 from augself_jax.models.backbones import build_backbone
 
 # Attributes every model has (None when its method does not use them), so code and tests
@@ -27,8 +27,8 @@ class PretrainModel(nnx.Module):
     """
 
     def __init__(self, config, rngs: nnx.Rngs):
-        method = registry.get(config.method.name)
-        s = Settings.from_config(config, method.settings(config))
+        method = get_method(config.method.name)  # resolved here, once; carried in settings
+        s = Settings.from_config(config, method)
         self.settings = s
         dtype = jnp.dtype(config.model.dtype)
         self.backbone = build_backbone(config.model, config.data.image_size, rngs)
@@ -86,7 +86,7 @@ def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tup
     """
     del total_steps  # no loss here depends on the schedule's length
     s: Settings = model.settings
-    ssl_loss, y1, y2, metrics = registry.get(s.method).forward(model, batch, step)
+    ssl_loss, y1, y2, metrics = s.method.forward(model, batch, step)
     metrics = dict(metrics, ssl_loss=ssl_loss)
     # augself.ss_only (the references' --ss-only): the SSL loss is still computed and
     # logged, but only the AugSelf heads' losses train the network.
@@ -98,7 +98,7 @@ def compute_loss(model: PretrainModel, batch: dict, *, step, total_steps) -> tup
             y2,
             batch["params1"],
             batch["params2"],
-            s.ranges,
+            s.aug_settings,
             reference=s.augself_reference,
             color_target=s.augself_color_target,
         )
@@ -113,7 +113,7 @@ def update_targets(model: PretrainModel, *, step, total_steps) -> None:
     """After the optimizer step: the method's in-place updates, then the momentum targets
     (a no-op for methods without targets)."""
     s: Settings = model.settings
-    method = registry.get(s.method)
+    method = s.method
     if method.after_update is not None:
         method.after_update(model)
     if method.momentum is None:

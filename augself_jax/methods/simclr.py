@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from augself_jax.methods.core import l2_normalize, pick, project
-from augself_jax.methods.registry import Method
+from augself_jax.methods.core import Method, l2_normalize, online_views, pick
 from augself_jax.models.mlp import MLP
 
 
@@ -28,9 +27,7 @@ def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) 
 
 def forward(model, batch: dict, step):
     del step  # no part of this loss depends on the schedule
-    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
-    z1 = project(model, y1, batch["params1"])
-    z2 = project(model, y2, batch["params2"])
+    y1, y2, z1, z2 = online_views(model, batch)
     return nt_xent(z1, z2, model.settings.temperature), y1, y2, {}
 
 

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from augself_jax.errors import ConfigError
-from augself_jax.methods.core import cosine, pick, project
-from augself_jax.methods.registry import Method
+from augself_jax.methods.core import Method, cosine, online_views, pick, predictions
 from augself_jax.models.mlp import MLP
 
 
@@ -31,11 +30,8 @@ def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) 
 
 def forward(model, batch: dict, step):
     del step  # no part of this loss depends on the schedule
-    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
-    z1 = project(model, y1, batch["params1"])
-    z2 = project(model, y2, batch["params2"])
-    p1 = model.predictor(z1).astype(jnp.float32)
-    p2 = model.predictor(z2).astype(jnp.float32)
+    y1, y2, z1, z2 = online_views(model, batch)
+    p1, p2 = predictions(model, z1, z2)
     return simsiam_loss(p1, p2, z1, z2), y1, y2, {}
 
 

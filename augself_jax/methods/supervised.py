@@ -5,9 +5,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from augself_jax.methods.core import project
-from augself_jax.methods.registry import Method
-from augself_jax.methods.validate import positive
+from augself_jax.errors import positive
+from augself_jax.methods.core import Method, online_views
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -31,9 +30,7 @@ def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) 
 
 def forward(model, batch: dict, step):
     del step  # no part of this loss depends on the schedule
-    y1, y2 = model.backbone(batch["view1"]), model.backbone(batch["view2"])
-    logits1 = project(model, y1, batch["params1"], head="classifier")
-    logits2 = project(model, y2, batch["params2"], head="classifier")
+    y1, y2, logits1, logits2 = online_views(model, batch, head="classifier")
     loss = 0.5 * (cross_entropy(logits1, batch["label"]) + cross_entropy(logits2, batch["label"]))
     acc = jnp.mean((jnp.argmax(logits1, -1) == batch["label"]).astype(jnp.float32))
     return loss, y1, y2, {"train_acc": acc}

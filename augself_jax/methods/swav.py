@@ -13,10 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from augself_jax.errors import ConfigError
-from augself_jax.methods.core import l2_normalize, pick, project
-from augself_jax.methods.registry import Method
-from augself_jax.methods.validate import positive
+from augself_jax.errors import ConfigError, positive
+from augself_jax.methods.core import Method, l2_normalize, pick, project
 from augself_jax.models.mlp import MLP
 
 

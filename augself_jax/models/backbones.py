@@ -8,15 +8,33 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from augself_jax.errors import ConfigError, one_of, positive
 from augself_jax.models import resnet, vit
 
 RESNETS = tuple(resnet.STAGES)
 VITS = tuple(vit.SIZES)
 BACKBONES = RESNETS + VITS
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def is_vit(name: str) -> bool:
     return name in VITS
+
+
+def validate_backbone(config: Any) -> None:
+    """ConfigError naming the first bad field of `config.model` (the backbone and its
+    options; the ViT's patch size against `data.image_size`)."""
+    m = config.model
+    one_of("model.backbone", m.backbone, BACKBONES)
+    one_of("model.dtype", m.dtype, DTYPES)
+    if is_vit(m.backbone):
+        vit.check_patch_size(int(config.data.image_size), m.patch_size)
+        if not isinstance(m.vit_depth, int) or m.vit_depth < 0:
+            raise ConfigError(f"model.vit_depth: {m.vit_depth!r} must be an integer >= 0 "
+                              "(0: the named size's depth)")
+    else:
+        one_of("model.stem", m.stem, resnet.STEMS)
+        positive("model.width", m.width)
 
 
 def build_backbone(model_config: Any, image_size: int, rngs: nnx.Rngs) -> nnx.Module:

@@ -20,11 +20,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from augself_jax.errors import ConfigError, positive
+
 # name: (width, depth, heads). MoCo v3's ViT-S uses 12 heads (timm's uses 6).
 SIZES = {"vit_small": (384, 12, 12), "vit_base": (768, 12, 12)}
 MLP_RATIO = 4
 
 _xavier = nnx.initializers.xavier_uniform()
+
+
+def check_patch_size(image_size: int, patch_size: int) -> None:
+    """ConfigError unless `model.patch_size` is a positive integer that divides
+    `data.image_size` (the patches tile the image)."""
+    positive("model.patch_size", patch_size)
+    if int(image_size) % int(patch_size):
+        raise ConfigError(f"model.patch_size: {patch_size} does not divide data.image_size "
+                          f"{image_size}")
 
 
 class FrozenPatch(nnx.Variable):
@@ -102,9 +113,7 @@ class ViT(nnx.Module):
                  *, depth: int | None = None, rngs: nnx.Rngs):
         if name not in SIZES:
             raise ValueError(f"model.backbone must be one of {sorted(SIZES)}, got {name!r}")
-        if image_size % patch_size:
-            raise ValueError(f"data.image_size ({image_size}) must be a multiple of "
-                             f"model.patch_size ({patch_size})")
+        check_patch_size(image_size, patch_size)
         width, full_depth, heads = SIZES[name]
         self.num_features = width
         self.patch_size = patch_size

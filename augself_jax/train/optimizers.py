@@ -94,14 +94,15 @@ def _top_level_name(path: tuple) -> str:
     return str(getattr(key, "key", getattr(key, "name", key)))
 
 
-def make_optimizer(config: ml_collections.ConfigDict, params: Any,
-                   num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optimizer for `params` (a pytree of the trainable parameters) and its lr schedule."""
+def make_optimizer(config: ml_collections.ConfigDict, params: Any, num_steps: int,
+                   constant_lr: tuple[str, ...] = ()
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer for `params` (a pytree of the trainable parameters) and its lr schedule;
+    `constant_lr`: the top-level attributes the method trains at the constant (scaled) base
+    lr (its registry entry's `constant_lr(config)`)."""
     schedule = learning_rate_schedule(config, num_steps, warmup_steps(config))
     main = _base_transform(config, schedule)
-    from augself_jax.methods import registry
-
-    constant = set(registry.get(config.method.name).constant_lr(config))
+    constant = set(constant_lr)
     top_names = {_top_level_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)}
     groups = sorted(constant & top_names)
     if not groups:

@@ -57,9 +57,11 @@ def make_setup(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                num_steps: int | None = None) -> Setup:
     """Everything about the state except its values (nothing is computed)."""
     num_steps = optimizers.total_steps(config) if num_steps is None else num_steps
-    graphdef, abstract_params, _ = nnx.split(nnx.eval_shape(lambda: _build(config)),
-                                             nnx.Param, ...)
-    tx, schedule = optimizers.make_optimizer(config, abstract_params, num_steps)
+    abstract_model = nnx.eval_shape(lambda: _build(config))
+    graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
+    tx, schedule = optimizers.make_optimizer(
+        config, abstract_params, num_steps,
+        constant_lr=abstract_model.settings.method.constant_lr(config))
     shapes = jax.eval_shape(lambda: _init_state(config, tx))
     replicated = mesh_lib.replicated(mesh)
     abstract_state = jax.tree.map(

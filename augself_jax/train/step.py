@@ -29,17 +29,18 @@ STEP_KEYS = ("view1", "view2", "params1", "params2", "label")
 def prepare_views(config: ml_collections.ConfigDict, batch: dict,
                   photometric: Callable | None = None) -> dict:
     """Photometric ops and normalisation of both uint8 views: compute_loss's input.
-    `photometric`: the chain to apply (default: data.photometric's; the cost benchmark
-    passes the former chain to compare the two)."""
+    `photometric(views, params, settings)`: the chain to apply (default: data.photometric's;
+    the cost benchmark passes the former chain to compare the two)."""
+    from augself_jax.augs import StaticSettings
     from augself_jax.data.photometric import apply_photometric, normalize
     from augself_jax.data.registry import get_dataset_info
 
     photometric = photometric or apply_photometric
+    settings = StaticSettings.from_aug(config.aug)
     info = get_dataset_info(config.data.dataset)
     out = {"label": batch["label"]}
     for view in ("1", "2"):
-        images, params = photometric(batch[f"view{view}"], batch[f"params{view}"],
-                                     blur_kernel=config.aug.blur_kernel)
+        images, params = photometric(batch[f"view{view}"], batch[f"params{view}"], settings)
         out[f"view{view}"] = normalize(images, jnp.asarray(info.mean), jnp.asarray(info.std))
         out[f"params{view}"] = params
     return out

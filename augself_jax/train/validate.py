@@ -42,11 +42,11 @@ def validate_train_config(config: ml_collections.ConfigDict,
         if not 0 <= opt[name] < 1:
             raise ConfigError(f"optimizer.{name}: {opt[name]} is not allowed; allowed: [0, 1)")
 
+    # The weights themselves are the augself section's (aware/augself.py); here, whether the
+    # pipeline this config trains with ever applies what a head predicts.
     for entry in augs.augself_entries():
         key = entry.name
         weight = config.augself.get(key, 0.0)
-        if weight < 0:
-            raise ConfigError(f"augself.{key}: weight {weight} is below zero; allowed: >= 0")
         if weight > 0 and entry.probability(config.aug) <= 0:
             field = entry.prob_field
             raise ConfigError(f"augself.{key}: weight {weight} > 0 but the pipeline never "
