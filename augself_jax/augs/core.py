@@ -3,9 +3,11 @@
 An `Augmentation` entry is everything the codebase knows about one augmentation: its
 config fields and their checks, its uniform draws and how they become a parameter record
 (host, TensorFlow), its op (geometric on the host in tf.data, or photometric on the
-device in JAX), its preview caption, its AugSelf target and its CASSLE descriptors. The
-pipeline, the losses, validation, the preview and the sensitivity analysis all loop over
-the registry; none of them names an augmentation.
+device in JAX), its preview caption, its AugSelf target, its CASSLE descriptors and its
+static settings (what those read from `config.aug` besides the record). The pipeline, the
+losses, validation, the preview and the sensitivity analysis all loop over the registry;
+none of them names an augmentation, nor knows what any augmentation's settings hold
+(`StaticSettings` carries them all and hands each entry its own).
 
 TensorFlow is imported inside the host-side functions only: configs read the registry
 (for the AugSelf / CASSLE key lists) and must not pay TensorFlow's import.
