@@ -1,6 +1,7 @@
 """benchmarks/bench_cost.py: XLA's cost analysis of the real train step, on abstract shapes."""
 
 import os
+import shlex
 import sys
 
 import pytest
@@ -82,3 +83,46 @@ def test_photometric_chain_accesses_fewer_bytes_than_before():
     assert 0 < now.bytes_accessed < 0.75 * before.bytes_accessed, (now, before)
     row = bench_cost.photometric_row("r18/32", "simclr", before, before, before=True)
     assert "photometric ops before issue 25" in row and row.endswith("| 100.00% | 100.00% |")
+
+
+def _readme_command() -> list[str]:
+    """The README's `python benchmarks/bench_cost.py` line, as written (comment dropped)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        line = next(x for x in f if x.startswith("python benchmarks/bench_cost.py"))
+    return shlex.split(line.split("#", 1)[0])
+
+
+def check_cost_table(stdout: str, settings: tuple[str, ...], methods: tuple[str, ...]) -> None:
+    """bench_cost.py's table: a row per (setting, method, variant), plain at 1.0000 x
+    plain, AugSelf's heads adding FLOPs, and the photometric share rows (now and before)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in stdout.splitlines() if line.startswith("| resnet")]
+    for setting in settings:
+        table = {(m, v): rest for s, m, v, *rest in rows if s == setting}
+        for method in methods:
+            plain = table[method, "plain"]  # TFLOPs, GB, FLOPs x plain, bytes x plain
+            assert float(plain[0]) > 0 and plain[2:] == ["1.0000", "1.0000"], plain
+            assert float(table[method, "augself"][2]) > 1.0, (setting, method)  # two heads
+            assert float(table[method, "cassle"][2]) >= 1.0, (setting, method)
+        shares = [row for row in rows if row[0] == setting and row[1].startswith("photometric")]
+        assert len(shares) == 2, shares  # now and before issue 25
+        for row in shares:
+            assert 0 < float(row[5].rstrip("%")) < 100, row
+
+
+# Every method, three variants, ResNet-50 / 224 and ResNet-18 / 96 at batch 256: over 30
+# minutes on a busy 2-core CPU (lowering only; nothing runs).
+@pytest.mark.slow
+def test_the_readme_command_runs_as_written(tmp_path):
+    from conftest import copy_checkout, run_command
+
+    from augself_jax.methods import registry
+
+    command = _readme_command()
+    assert command == ["python", "benchmarks/bench_cost.py"]
+    checkout = copy_checkout(tmp_path / "checkout")
+    r = run_command(command[1:], cwd=checkout, timeout=4 * 3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "batch 256" in r.stdout.splitlines()[0]
+    check_cost_table(r.stdout, ("resnet50/224", "resnet18/96"), registry.names())
