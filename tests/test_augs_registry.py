@@ -80,7 +80,7 @@ def test_augself_and_cassle_keys_are_those_method_md_documents():
 _NEW_AUGMENTATION = '''
 import jax.numpy as jnp
 
-from augself_jax.augs.core import (DEVICE, AugSelfTarget, Augmentation, Descriptor, Field,
+from augself_jax.augs.registry import (DEVICE, AugSelfTarget, Augmentation, Descriptor, Field,
                                    check_probability, register)
 
 

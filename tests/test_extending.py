@@ -29,7 +29,7 @@ _AUGMENTATION = '''
 
 import jax.numpy as jnp
 
-from augself_jax.augs.core import HOST, Augmentation, AugSelfTarget, Descriptor, Field, register
+from augself_jax.augs.registry import HOST, Augmentation, AugSelfTarget, Descriptor, Field, register
 from augself_jax.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""The augmentation registry (see `core`): one module per augmentation.
+"""The augmentation registry (see `registry`): one module per augmentation.
 
 Importing this package registers the built-in augmentations. Their import order is the
 layout of each view's uniform vector, so appending keeps every existing draw's bits.
@@ -8,7 +8,7 @@ analysis pick it up from the registry.
 """
 
 from augself_jax.augs import crop, flip, color, gray, blur, solarize, rotation  # noqa: F401, I001
-from augself_jax.augs.core import (DEVICE, HOST, AugSelfTarget, Augmentation, Descriptor,
+from augself_jax.augs.registry import (DEVICE, HOST, AugSelfTarget, Augmentation, Descriptor,
                                    Field, StaticSettings, augself_entries, chain,
                                    config_defaults, descriptors, entries, get, record_fields,
                                    record_keys, register)

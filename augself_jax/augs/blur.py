@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from augself_jax.augs.core import (
+from augself_jax.augs.registry import (
     DEVICE,
     Augmentation,
     AugSelfTarget,

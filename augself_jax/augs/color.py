@@ -7,7 +7,7 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
-from augself_jax.augs.core import (
+from augself_jax.augs.registry import (
     DEVICE,
     Augmentation,
     AugSelfTarget,

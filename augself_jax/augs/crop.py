@@ -4,7 +4,7 @@ import math
 
 import jax.numpy as jnp
 
-from augself_jax.augs.core import (
+from augself_jax.augs.registry import (
     HOST,
     Augmentation,
     AugSelfTarget,

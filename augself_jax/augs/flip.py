@@ -1,7 +1,7 @@
 """Horizontal flip, on the host."""
 
 
-from augself_jax.augs.core import (
+from augself_jax.augs.registry import (
     HOST,
     Augmentation,
     Field,

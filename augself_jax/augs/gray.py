@@ -5,7 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from augself_jax.augs.core import (
+from augself_jax.augs.registry import (
     DEVICE,
     Augmentation,
     Field,

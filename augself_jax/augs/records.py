@@ -14,26 +14,26 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from augself_jax.augs import core
+from augself_jax.augs import registry
 
 
 def record_spec() -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Every record key -> (per-view shape, dtype), in the registry's order."""
-    return {f.key: (f.shape, np.dtype(f.dtype)) for f in core.record_fields()}
+    return {f.key: (f.shape, np.dtype(f.dtype)) for f in registry.record_fields()}
 
 
 def identity_record(batch: int) -> dict[str, np.ndarray]:
     """A record of `batch` views where no augmentation ran (each key's 'not applied')."""
     return {f.key: np.broadcast_to(np.asarray(f.identity, f.dtype).reshape(f.shape),
                                    (batch, *f.shape)).copy()
-            for f in core.record_fields()}
+            for f in registry.record_fields()}
 
 
 def mixed_aug() -> ml_collections.ConfigDict:
     """The registry's `config.aug` defaults with every switchable augmentation at
     probability 0.5, so a sampled record holds both applied and not-applied views of each."""
-    aug = ml_collections.ConfigDict(core.config_defaults())
-    for entry in core.entries():
+    aug = ml_collections.ConfigDict(registry.config_defaults())
+    for entry in registry.entries():
         if entry.prob_field is not None:
             aug[entry.prob_field] = 0.5
     return aug
@@ -50,7 +50,7 @@ def sample_record(batch: int, seed: int = 0, *, aug: Any = None, height: int = 6
     aug = mixed_aug() if aug is None else aug
     rng = np.random.default_rng(seed)
     out = identity_record(batch)
-    for entry in core.entries():
+    for entry in registry.entries():
         dtype = np.float64 if entry.draw_dtype == "float64" else np.float32
         slots = {}
         for slot, count in entry.draws:

@@ -5,7 +5,7 @@ here with the other geometric ops and ships rotated pixels."""
 
 import jax.numpy as jnp
 
-from augself_jax.augs.core import (
+from augself_jax.augs.registry import (
     HOST,
     Augmentation,
     AugSelfTarget,

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from augself_jax.augs.core import (
+from augself_jax.augs.registry import (
     DEVICE,
     Augmentation,
     AugSelfTarget,
