@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _method_md_table(heading: str) -> list[list[str]]:
     """The rows (cells, stripped) of the first table under `heading` in docs/METHOD.md."""
-    text = (ROOT / "docs" / "METHOD.md").read_text()
+    text = (ROOT / "docs/METHOD.md").read_text()
     lines = text[text.index(heading):].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []

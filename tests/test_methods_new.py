@@ -248,7 +248,7 @@ def test_byol_augself_reads_online_view2_by_default():
 def test_registry_lists_every_method_and_their_fields():
     # Every method docs/METHOD.md section 4 documents (its table's first column) is
     # registered; a method added later joins the registry without joining a list here.
-    with open(os.path.join(ROOT, "docs", "METHOD.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "docs/METHOD.md"), encoding="utf-8") as f:
         text = f.read()
     table = text[text.index("### The methods"):text.index("## 5.")]
     documented = set(re.findall(r"^\| `(\w+)`", table, re.M))
