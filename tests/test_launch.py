@@ -374,9 +374,12 @@ def test_tpu_worker_run_reports_status_and_uploads_log(checkout, worker, status)
 
 def test_tpu_worker_run_outlives_its_ssh_session(checkout, worker):
     env, home = worker
+    # SIGHUP's default action, as in an ssh session, even when the tests themselves run
+    # under `nohup` (an ignored SIGHUP is inherited and would keep the session alive).
     first = subprocess.Popen(["bash", *WORKER_RUN], cwd=checkout, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+                             start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     log = home / "train.log"
     deadline = time.time() + 20
     while "session" not in (log.read_text() if log.exists() else "") and time.time() < deadline:
