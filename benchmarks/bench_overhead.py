@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_cost import step_cost  # noqa: E402
 from step_inputs import VARIANTS, make_config, method_names, synthetic_batch  # noqa: E402
 
-from augself_jax.models.backbones import BACKBONES  # noqa: E402
+from augself_jax.models import registry as backbones  # noqa: E402
 
 
 def time_step(config, host_batch: dict, steps: int, repeats: int) -> float:
@@ -52,7 +52,7 @@ def time_step(config, host_batch: dict, steps: int, repeats: int) -> float:
 
 
 flags.DEFINE_list("methods", [], "Methods to time (default: every registered method).")
-flags.DEFINE_enum("backbone", "resnet18", list(BACKBONES), "Backbone of every method.")
+flags.DEFINE_enum("backbone", "resnet18", list(backbones.names()), "Backbone of every method.")
 flags.DEFINE_integer("patch_size", 16, "Patch side of a ViT backbone (ViTs only).")
 flags.DEFINE_integer("vit_depth", 0, "Blocks of a ViT backbone (0 keeps its 12).")
 flags.DEFINE_enum("stem", "cifar", ["imagenet", "cifar"], "ResNet stem.")

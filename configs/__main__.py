@@ -9,9 +9,9 @@ from its registry: a newly added one appears here by existing.
 import os
 
 from augself_jax import augs
-from augself_jax.evaluation import common as protocols
+from augself_jax.evaluation import registry as protocols
 from augself_jax.methods import registry as methods
-from augself_jax.models.backbones import BACKBONES
+from augself_jax.models import registry as backbones
 from configs import common
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,14 +33,14 @@ def lines() -> list[str]:
            f"presets (--config=configs/<experiment>.py:<preset>[,<backbone>]): "
            f"{', '.join(common.PRESETS)}",
            f"methods (method.name): {', '.join(methods.names())}",
-           f"backbones (model.backbone): {', '.join(BACKBONES)}",
+           f"backbones (model.backbone): {', '.join(backbones.names())}",
            f"augmentations, in chain order: "
-           f"{', '.join(e.name for e in sorted(augs.entries(), key=lambda e: e.chain))}",
+           f"{', '.join(e.name for e in sorted(augs.entries().values(), key=lambda e: e.chain))}",
            f"  their config.aug fields: {', '.join(augs.config_defaults())}",
            f"  record keys: {', '.join(augs.record_keys())}",
            f"  AugSelf heads (augself.<name>): {', '.join(common.AUGSELF_KEYS)}",
            f"  CASSLE descriptor keys (cassle.descriptor_keys): {', '.join(common.CASSLE_KEYS)}",
-           f"protocols (eval.protocols): {', '.join(sorted(protocols.registry()))}"]
+           f"protocols (eval.protocols): {', '.join(protocols.names())}"]
     by_default: dict[str, list[str]] = {}
     for preset, default in default_protocols().items():
         by_default.setdefault(default, []).append(preset)

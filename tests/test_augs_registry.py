@@ -39,11 +39,11 @@ def test_registry_holds_the_chain_method_md_documents():
     documented = []
     for position, _, where, _, fields in rows:
         field = re.search(r"`aug\.(\w+)`", fields).group(1)
-        entry = next(e for e in augs.entries() if field in e.defaults)
+        entry = next(e for e in augs.entries().values() if field in e.defaults)
         assert entry.chain == int(position), (entry.name, position)
         assert entry.stage == (augs.HOST if where.startswith("host") else augs.DEVICE), entry.name
         documented.append(entry.name)
-    order = [e.name for e in sorted(augs.entries(), key=lambda e: e.chain)]
+    order = [e.name for e in sorted(augs.entries().values(), key=lambda e: e.chain)]
     assert [n for n in order if n in documented] == documented  # the documented order
     assert set(base_config("shapes").aug.keys()) == set(augs.config_defaults())
 
@@ -81,7 +81,7 @@ _NEW_AUGMENTATION = '''
 import jax.numpy as jnp
 
 from augself_jax.augs.registry import (DEVICE, AugSelfTarget, Augmentation, Descriptor, Field,
-                                   check_probability, register)
+                                   check_probability)
 
 
 def _sample(u, aug, height, width):
@@ -94,8 +94,8 @@ def _flag(p):
     return jnp.asarray(p["invert"], jnp.float32)[..., None]
 
 
-register(Augmentation(
-    name="invert", stage=DEVICE, chain=3.5, defaults={"invert_prob": 0.0},
+AUGMENTATION = Augmentation(
+    name="invert", stage=DEVICE, chain=3.5, draw_order=7, defaults={"invert_prob": 0.0},
     draws=(("invert", 1),), record=(Field("invert", (), "float32", (0.0,)),),
     sample=_sample,
     op=lambda x, p, **_: (jnp.where(p["invert"][:, None, None, None] > 0, 1.0 - x, x), {}),
@@ -103,12 +103,18 @@ register(Augmentation(
     check=lambda aug, size: check_probability(aug, "invert_prob"),
     augself=AugSelfTarget(1, "bce", lambda pa, pb, r, ref: (_flag(pa) == _flag(pb)) * 1.0),
     cassle=(Descriptor("invert", 1, lambda p, r, ref: _flag(p)),),
-))
+)
 '''
 
 _CHECKS = '''
+import os
+
 import augself_jax.augs
-import invert  # the new module: in the package it is one import in augs/__init__.py
+
+# invert.py lies in new_augs/ beside this script: put that folder on the package's path, as
+# if the module were written into augself_jax/augs/, where the registry's scan finds it.
+augself_jax.augs.__path__.append(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              "new_augs"))
 
 import numpy as np
 import pytest
@@ -126,8 +132,7 @@ config = base_config("shapes")
 assert config.aug.invert_prob == 0.0 and "invert" in AUGSELF_KEYS and "invert" in CASSLE_KEYS
 config.aug.invert_prob = 1.5
 with pytest.raises(ConfigError, match="aug.invert_prob"):
-    validate.validate_data_config(config, process_count=1, device_count=1,
-                                  check_prepared=False)
+    validate.validate_data_config(config, check_prepared=False)
 config.aug.invert_prob = 0.0
 config.augself.invert = 1.0
 with pytest.raises(ConfigError, match="augself.invert.*aug.invert_prob"):
@@ -157,7 +162,8 @@ print("OK")
 
 
 def test_a_new_augmentation_reaches_every_module(tmp_path):
-    (tmp_path / "invert.py").write_text(textwrap.dedent(_NEW_AUGMENTATION))
+    (tmp_path / "new_augs").mkdir()
+    (tmp_path / "new_augs" / "invert.py").write_text(textwrap.dedent(_NEW_AUGMENTATION))
     (tmp_path / "checks.py").write_text(textwrap.dedent(_CHECKS))
     r = subprocess.run([sys.executable, str(tmp_path / "checks.py")], cwd=ROOT,
                        capture_output=True, text=True, timeout=600,

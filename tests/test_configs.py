@@ -35,7 +35,7 @@ def test_every_preset_loads_and_validates(name):
         # Every check but the dataset being prepared, which needs the download: the same
         # owners' checks validate_config runs, the data one told not to look on disk.
         validate_train_config(c, 8)
-        validate_data_config(c, process_count=1, device_count=8, check_prepared=False)
+        validate_data_config(c, check_prepared=False)
         validate_model_config(c)
         with pytest.raises(ConfigError, match=r"^data\.dataset: .*not prepared"):
             validate_config(c)  # and only that: the first error it meets is the dataset's
@@ -46,7 +46,7 @@ def test_presets_without_data_still_reject_a_bad_field(preset):
     c = load_config("simclr_augself", preset)
     c.batch_size = 250  # not a multiple of the 8 devices
     with pytest.raises(ConfigError, match="^batch_size"):
-        validate_data_config(c, process_count=1, device_count=8, check_prepared=False)
+        validate_train_config(c, 8)
     c = load_config("moco_augself", preset)
     c.method.queue_size = c.batch_size - 8  # smaller than one batch of keys
     with pytest.raises(ConfigError, match="^method.queue_size"):
@@ -93,6 +93,18 @@ def test_bad_config_raises_one_line(edit, field):
         validate_config(c)
     message = str(e.value)
     assert message.startswith(field) and "\n" not in message
+
+
+def test_batch_size_must_split_over_processes_and_the_data_axis():
+    c = _shapes()
+    c.batch_size = 256
+    validate_train_config(c, num_devices=8, process_count=2)
+    with pytest.raises(ConfigError, match=r"^batch_size: 256 does not divide over 3 processes"):
+        validate_train_config(c, num_devices=3, process_count=3)
+    with pytest.raises(ConfigError, match=r"^batch_size: 256 does not divide over the 12 "):
+        validate_train_config(c, num_devices=12, process_count=1)
+    c.mesh.data, c.mesh.model = 2, -1  # the data axis, not the device count, must divide it
+    validate_train_config(c, num_devices=12, process_count=1)
 
 
 def test_rotation_head_is_fine_when_the_pipeline_rotates():

@@ -9,7 +9,7 @@ import pytest
 from conftest import copy_checkout, run_command
 
 from augself_jax import augs
-from augself_jax.evaluation import common as protocols
+from augself_jax.evaluation import registry as protocols
 from augself_jax.methods import registry as methods
 from configs.common import PRESETS, base_config
 
@@ -47,12 +47,12 @@ def test_every_config_file_and_preset(listing):
 
 def test_every_method_augmentation_and_protocol(listing):
     assert _line(listing, "methods") == list(methods.names())
-    chain = sorted(augs.entries(), key=lambda e: e.chain)
+    chain = sorted(augs.entries().values(), key=lambda e: e.chain)
     assert _line(listing, "augmentations") == [e.name for e in chain]
     assert _line(listing, "record keys") == list(augs.record_keys())
     assert set(_line(listing, "AugSelf heads")) == {e.name for e in augs.augself_entries()}
     assert set(_line(listing, "CASSLE descriptor keys")) == set(augs.descriptors())
-    assert _line(listing, "protocols") == sorted(protocols.registry())
+    assert _line(listing, "protocols") == list(protocols.names())
 
 
 def test_each_presets_default_protocols(listing):

@@ -142,7 +142,7 @@ def test_generation_is_deterministic():
 
 
 def test_registry_statistics_match_the_data(shapes_data_dir):
-    info = registry.get_dataset_info("shapes")
+    info = registry.get("shapes")
     images = _load(shapes_data_dir, "train")["image"][:5000] / 255.0
     np.testing.assert_allclose(images.mean((0, 1, 2)), info.mean, atol=0.01)
     np.testing.assert_allclose(images.std((0, 1, 2)), info.std, atol=0.01)
@@ -162,21 +162,21 @@ def test_narrow_hue_version_puts_every_class_within_the_reference_jitter_span():
         np.testing.assert_array_equal(labels[key], full[key])
     # The registry's statistics are those of the rendered images.
     images = shapes.render(labels, 32, 7) / 255.0
-    info = registry.get_dataset_info("shapes_hue72")
+    info = registry.get("shapes_hue72")
     assert info.tfds_name == "augself_shapes/32px_hue72"
     np.testing.assert_allclose(images.mean((0, 1, 2)), info.mean, atol=0.01)
     np.testing.assert_allclose(images.std((0, 1, 2)), info.std, atol=0.01)
 
 
 def test_registry_entries():
-    stl = registry.get_dataset_info("stl10")
+    stl = registry.get("stl10")
     assert stl.train_split == "train+unlabeled" and stl.probe_train_split == "train"
-    inet = registry.get_dataset_info("imagenet100")
+    inet = registry.get("imagenet100")
     assert inet.tfds_name == "imagenet2012" and len(inet.class_subset) == 100
     assert len(set(inet.class_subset)) == 100
     assert all(w.startswith("n") and len(w) == 9 for w in inet.class_subset)
     for name in ("cifar10", "cifar100"):
-        assert registry.get_dataset_info(name).image_size == 32
+        assert registry.get(name).image_size == 32
 
 
 def test_bounding_box_by_hand():

@@ -184,7 +184,7 @@ def test_processes_read_disjoint_ranges_that_cover_the_split():
 
 
 def test_unknown_dataset_is_a_config_error():
-    with pytest.raises(ConfigError, match="eval.datasets: unknown 'imagenet1k'"):
+    with pytest.raises(ConfigError, match="eval.datasets: 'imagenet1k' is unknown"):
         eds.get_linear_dataset("imagenet1k")
 
 

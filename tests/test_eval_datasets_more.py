@@ -75,7 +75,7 @@ def test_registry_entries_follow_the_references():
 
 
 def test_imagenet100_keeps_and_relabels_the_pretraining_classes():
-    from augself_jax.data.registry import get_dataset_info
+    from augself_jax.data import registry as datasets
     from augself_jax.data.source import _label_map
 
     d = eds.get_linear_dataset("imagenet100")
@@ -85,7 +85,7 @@ def test_imagenet100_keeps_and_relabels_the_pretraining_classes():
     names = builder.info.features["label"].names
     assert keep[0] == "label" and [names[i] for i in keep[1]] == list(d.class_names)
     # The same labels pretraining gives these classes (its own map, data/source.py).
-    np.testing.assert_array_equal(relabel, _label_map(builder, get_dataset_info("imagenet100")))
+    np.testing.assert_array_equal(relabel, _label_map(builder, datasets.get("imagenet100")))
     assert sorted(relabel[relabel >= 0].tolist()) == list(range(100))
 
 

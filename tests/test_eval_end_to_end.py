@@ -21,7 +21,8 @@ from test_train_support import load_config
 
 from augself_jax.data.eval_datasets import LINEAR
 from augself_jax.errors import ConfigError
-from augself_jax.evaluation.common import registry, split_list
+from augself_jax.evaluation import registry as protocols
+from augself_jax.evaluation.common import split_list
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = TINY_RUN_CONFIG
@@ -46,9 +47,9 @@ def _tiny_config(data_dir):
 def _images(data_dir, split, n):
     """The first n images of a split, read with TFDS directly (at the dataset's own size:
     evaluation's resize and centre crop are the identity there)."""
-    from augself_jax.data.registry import get_dataset_info
+    from augself_jax.data import registry as datasets
 
-    info = get_dataset_info("shapes")
+    info = datasets.get("shapes")
     ds = tfds.builder("augself_shapes", data_dir=data_dir).as_data_source(split)
     rows = [ds[i] for i in range(n)]
     return np.stack([r["image"] for r in rows]), np.array([r[info.label_key] for r in rows])
@@ -59,9 +60,9 @@ def _features_fn(workdir, data_dir, step):
     from flax import nnx
 
     from augself_jax import checkpoints
-    from augself_jax.data.registry import get_dataset_info
+    from augself_jax.data import registry as datasets
 
-    info = get_dataset_info("shapes")
+    info = datasets.get("shapes")
     backbone, got_step = checkpoints.restore_backbone(workdir, _tiny_config(data_dir), step)
     assert got_step == step
     graphdef, weights = nnx.split(backbone)
@@ -252,8 +253,8 @@ def test_unknown_protocol_exits_with_one_line(shapes_data_dir, tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("config error:")]
-    assert errors == ["config error: eval.protocols: unknown protocol 'svm'; allowed: "
-                      f"{', '.join(sorted(registry()))}"]
+    assert errors == ["config error: eval.protocols: 'svm' is unknown; allowed: "
+                      f"{', '.join(protocols.names())}"]
 
 
 def test_wrong_width_no_checkpoint_and_unprepared_datasets(tiny_run, shapes_data_dir,

@@ -16,6 +16,7 @@ from augself_jax.data import eval_datasets as eds
 from augself_jax.data.eval_input import eval_batches
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common, landmarks
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.features import FeatureExtractor, eval_mesh
 from configs.common import base_config
 
@@ -73,9 +74,9 @@ def test_protocol_skips_datasets_without_landmarks_and_needs_one():
     config.eval.protocols = "landmarks"
     with pytest.raises(ConfigError, match=r"^eval.datasets: the landmarks protocol needs a "
                                           r"dataset with landmarks; allowed: add celeba"):
-        common.validate(config)
+        protocols.validate(config)
     config.eval.datasets = "shapes,celeba"
-    common.validate(config)
+    protocols.validate(config)
 
 
 class _Pooled(nnx.Module):
@@ -107,7 +108,7 @@ def test_landmarks_on_mock_celeba_through_the_evaluation_input():
     # by reporting nothing rather than failing.
     context = common.Context(mesh=eval_mesh())
     for name in ("linear", "knn", "retrieval"):
-        evaluator = common.get(name).from_config(base_config("shapes"), context)
+        evaluator = protocols.get(name).from_config(base_config("shapes"), context)
         assert evaluator.run(features) == [], name
     assert jax.device_count() == 8  # the features were sharded over the 8 CPU devices
 

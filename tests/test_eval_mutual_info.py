@@ -9,6 +9,7 @@ from test_eval_protocols import _config
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.mutual_info import MutualInfoEvaluator, mine
 
 DIM = 2
@@ -89,4 +90,4 @@ def test_protocol_row_uses_the_colour_histograms():
 ])
 def test_fields_checked(field, value, message):
     with pytest.raises(ConfigError, match=message):
-        common.validate(_config(protocols="mutual_info", **{f"mutual_info.{field}": value}))
+        protocols.validate(_config(protocols="mutual_info", **{f"mutual_info.{field}": value}))

@@ -9,6 +9,7 @@ from test_train_support import load_config
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common, features, probes
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.knn import KnnEvaluator
 
 
@@ -24,14 +25,14 @@ def _config(**eval_fields):
 
 
 def test_registry_holds_every_default_protocol_once():
-    found = common.registry()
+    found = protocols.entries()
     default = common.split_list(_config().eval.protocols)
     assert len(default) == len(set(default)) and set(default) <= set(found)
     # Every protocol of the registry runs by default on the built-in data; only one that
     # refuses its datasets (e.g. landmarks, which needs a dataset with landmarks) is left out.
     for name in sorted(set(found) - set(default)):
         with pytest.raises(ConfigError, match="^eval"):
-            common.validate(_config(protocols=name))
+            protocols.validate(_config(protocols=name))
     for name, cls in found.items():
         assert issubclass(cls, common.Evaluator) and cls.name == name
         assert cls.on in ("linear", "fewshot")
@@ -40,14 +41,14 @@ def test_registry_holds_every_default_protocol_once():
 
 def test_build_follows_the_listed_order():
     context = common.Context(mesh=features.eval_mesh())
-    built = common.build(_config(protocols="knn, probe,linear"), context)
+    built = protocols.build(_config(protocols="knn, probe,linear"), context)
     assert [e.name for e in built] == ["knn", "probe", "linear"]
     assert built[0].ks == (1, 20)
 
 
 @pytest.mark.parametrize("fields, message", [
     ({"protocols": ""}, "^eval.protocols: empty"),
-    ({"protocols": "linear,svm"}, "^eval.protocols: unknown protocol 'svm'"),
+    ({"protocols": "linear,svm"}, "^eval.protocols: 'svm' is unknown"),
     ({"knn_k": "1,zero"}, "^eval.knn_k: 'zero' is not a positive integer"),
     ({"fewshot.shots": "0"}, "^eval.fewshot.shots: '0' is not a positive integer"),
     ({"fewshot.ways": 1}, "^eval.fewshot: ways >= 2"),
@@ -57,7 +58,7 @@ def test_build_follows_the_listed_order():
 ])
 def test_each_protocol_checks_its_own_fields(fields, message):
     with pytest.raises(ConfigError, match=message) as e:
-        common.validate(_config(**fields))
+        protocols.validate(_config(**fields))
     assert "\n" not in str(e.value)
 
 

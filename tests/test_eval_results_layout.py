@@ -8,7 +8,8 @@ import os
 import shutil
 
 from augself_jax.evaluation import reports
-from augself_jax.evaluation.fewshot import EpisodeProgress, FewShotEvaluator
+from augself_jax.evaluation.common import Progress
+from augself_jax.evaluation.fewshot import FewShotEvaluator
 
 
 def _rec(dataset, protocol, metric, value, step=40, config_hash="abc", **extra):
@@ -86,7 +87,8 @@ def test_compare_states_b_minus_a_and_lists_rows_found_in_one_run_only():
 def test_fewshot_progress_lines_count_and_estimate():
     now = [0.0]
     lines = []
-    progress = EpisodeProgress("shapes", 1500, lines.append, every=10.0, clock=lambda: now[0])
+    progress = Progress("fewshot shapes", 1500, lines.append, "episodes", every=10.0,
+                        clock=lambda: now[0])
     for _ in range(6):  # 6 chunks of 250 episodes, 4 s each
         now[0] += 4.0
         progress.add(250, "shapes/hue 5-way 1-shot")

@@ -11,6 +11,7 @@ from test_eval_protocols import _config
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.retrieval import RetrievalEvaluator, retrieval_metrics, thumbnails
 
 
@@ -116,9 +117,9 @@ def test_thumbnails_of_sizes_that_do_not_divide():
 
 def test_ks_field_checked():
     with pytest.raises(ConfigError, match="^eval.retrieval.ks: 'x' is not a positive integer"):
-        common.validate(_config(protocols="retrieval", **{"retrieval.ks": "1,x"}))
+        protocols.validate(_config(protocols="retrieval", **{"retrieval.ks": "1,x"}))
     with pytest.raises(ConfigError, match="^eval.retrieval.ks: empty"):
-        common.validate(_config(protocols="retrieval", **{"retrieval.ks": ""}))
-    built = common.build(_config(protocols="retrieval", **{"retrieval.ks": "2,3"}),
+        protocols.validate(_config(protocols="retrieval", **{"retrieval.ks": ""}))
+    built = protocols.build(_config(protocols="retrieval", **{"retrieval.ks": "2,3"}),
                          common.Context())
     assert built[0].ks == (2, 3)

@@ -8,6 +8,7 @@ from test_eval_protocols import _config
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.spectrum import SpectrumEvaluator, eigenvalues, fit_range
 
 
@@ -76,4 +77,4 @@ def test_rank_deficient_features_fit_only_the_nonzero_eigenvalues():
                                     {"spectrum.rank_min": 5, "spectrum.rank_max": 5}])
 def test_rank_fields_checked(fields):
     with pytest.raises(ConfigError, match="^eval.spectrum: need 1 <= rank_min < rank_max"):
-        common.validate(_config(protocols="spectrum", **fields))
+        protocols.validate(_config(protocols="spectrum", **fields))

@@ -15,6 +15,7 @@ from PIL import Image
 from augself_jax.augs import color
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common, reports, sensitivity
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.features import eval_mesh
 from configs.common import base_config
 
@@ -104,7 +105,7 @@ def test_sweep_starts_at_one_and_falls_with_strength(images):
     assert onoff["output"]["crop"] == pytest.approx(row["crop_s1"], abs=1e-6)
     assert onoff["output"]["unrelated"] == pytest.approx(row["unrelated"], abs=1e-9)
     # The progress line: a count and an ETA, the first and the last at least.
-    assert lines[0].startswith("sensitivity over strength: 1/15 color_s0 (")
+    assert lines[0].startswith("sensitivity over strength: 1/15 variants (color_s0), ")
     assert "ETA" in lines[0] and lines[-1].startswith("sensitivity over strength: 15/15")
 
 
@@ -158,15 +159,15 @@ def test_bad_strength_fields_are_one_line_errors(fields, message):
     config.eval.protocols = "sensitivity"
     config.eval.sensitivity.update(fields)
     with pytest.raises(ConfigError, match=message):
-        common.validate(config)
+        protocols.validate(config)
 
 
 def test_no_strength_augmentations_skips_the_sweep():
     config = base_config("shapes")
     config.eval.protocols = "sensitivity"
     config.eval.sensitivity.strength_augmentations = ""
-    common.validate(config)
-    (ev,) = common.build(config, common.Context())
+    protocols.validate(config)
+    (ev,) = protocols.build(config, common.Context())
     assert ev.strength_augmentations == ()
 
 

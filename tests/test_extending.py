@@ -29,7 +29,7 @@ _AUGMENTATION = '''
 
 import jax.numpy as jnp
 
-from augself_jax.augs.registry import HOST, Augmentation, AugSelfTarget, Descriptor, Field, register
+from augself_jax.augs.registry import HOST, Augmentation, AugSelfTarget, Descriptor, Field
 from augself_jax.errors import ConfigError
 
 
@@ -50,8 +50,9 @@ def _value(p):
     return jnp.asarray(p["offset"], jnp.float32)[..., None]
 
 
-OFFSET = register(Augmentation(
-    name="offset", stage=HOST, chain=7, defaults={"offset_prob": 0.0, "offset_max": 0.1},
+AUGMENTATION = Augmentation(
+    name="offset", stage=HOST, chain=7, draw_order=7,
+    defaults={"offset_prob": 0.0, "offset_max": 0.1},
     draws=(("offset_applied", 1), ("offset", 1)),
     record=(Field("offset", (), "float32", (0.0,)),),
     sample=_sample, op=lambda image, p, out_size: image + 255.0 * p["offset"],
@@ -59,7 +60,7 @@ OFFSET = register(Augmentation(
     check=_check,
     augself=AugSelfTarget(1, "mse", lambda pa, pb, ranges, reference: _value(pa) - _value(pb)),
     cassle=(Descriptor("offset", 1, lambda p, ranges, reference: _value(p)),),
-))
+)
 '''
 
 _AUGMENTATION_TEST = '''
@@ -89,6 +90,7 @@ import numpy as np
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common
+from augself_jax.evaluation import registry as protocols
 
 
 class FeatureNorm(common.Evaluator):
@@ -136,7 +138,7 @@ def test_refuses_an_unknown_split():
     config = base_config("shapes")
     config.eval.feature_norm_split = "dev"
     with pytest.raises(ConfigError, match="^eval.feature_norm_split"):
-        common.validate(config)
+        protocols.validate(config)
 '''
 
 _METHOD_TEST = '''
@@ -218,10 +220,8 @@ def extend(checkout: str, files: dict[str, list[str]]) -> None:
         ''')
     _write(checkout, method_test, _METHOD_TEST)
 
-    aug_module, aug_init, aug_test = files["augmentation"]
-    _write(checkout, aug_module, _AUGMENTATION)
-    # Imported last: the import order lays out the uniform vector.
-    _edit(checkout, aug_init, r"^(from augself_jax\.augs import [\w, ]*rotation)", r"\1, offset")
+    aug_module, aug_test = files["augmentation"]
+    _write(checkout, aug_module, _AUGMENTATION)  # draw_order 7: after every existing draw
     _write(checkout, aug_test, _AUGMENTATION_TEST)
 
     protocol_module, protocol_config, protocol_test = files["protocol"]
@@ -258,10 +258,12 @@ def extended(tmp_path_factory):
     return checkout, files
 
 
-def test_readme_names_three_files_for_each(extended):
+def test_readme_names_the_files_of_each(extended):
     _, files = extended
-    assert "Each of these takes exactly three files" in _extending_section()
-    assert {kind: len(paths) for kind, paths in files.items()} == {k: 3 for k in BLOCKS}
+    assert ("A method and a protocol take exactly three files each, an augmentation two"
+            in _extending_section())
+    assert {kind: len(paths) for kind, paths in files.items()} == {
+        "method": 3, "augmentation": 2, "protocol": 3}
 
 
 def test_registry_driven_tests_pass_with_the_newcomers(extended):

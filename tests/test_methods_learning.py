@@ -12,9 +12,9 @@ from flax import nnx
 from test_methods_support import FAST, build, tiny_config
 
 from augself_jax.augs import StaticSettings
+from augself_jax.data import registry as datasets
 from augself_jax.data.photometric import apply_photometric, normalize
 from augself_jax.data.pipeline import make_pretrain_iterator
-from augself_jax.data.registry import get_dataset_info
 from augself_jax.methods import compute_loss, registry, update_targets
 
 STEPS = 30
@@ -31,7 +31,7 @@ def shapes_config(method: str, data_dir: str, **augself):
 
 
 def make_step(config, model, lr: float, total_steps: int):
-    info = get_dataset_info(config.data.dataset)
+    info = datasets.get(config.data.dataset)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.sgd(lr, momentum=0.9)
 
@@ -127,7 +127,7 @@ def _shape_knn(config, model, n_memory: int = 2000, n_query: int = 1000) -> floa
 
     from augself_jax.evaluation.knn import knn_accuracy
 
-    info = get_dataset_info(config.data.dataset)
+    info = datasets.get(config.data.dataset)
     source = tfds.data_source("augself_shapes/32px", data_dir=config.data.data_dir)
     model.eval()
     embed = jax.jit(lambda x: model.backbone(normalize(x, info.mean, info.std)))

@@ -254,7 +254,7 @@ def test_registry_lists_every_method_and_their_fields():
     documented = set(re.findall(r"^\| `(\w+)`", table, re.M))
     assert len(documented) >= 8 and documented <= set(registry.names())
     c = load_config("simclr")
-    for name, method in registry.methods().items():
+    for name, method in registry.entries().items():
         assert callable(method.forward) and callable(method.build_heads), name
         for field in method.defaults:
             assert field in c.method, (name, field)

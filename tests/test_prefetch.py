@@ -81,4 +81,4 @@ def test_prefetch_keeps_the_bits_and_the_resume_exact(shapes_data_dir, tmp_path)
 def test_a_negative_device_prefetch_is_one_line():
     config = config_with({"data.device_prefetch": -1}, None)
     with pytest.raises(ConfigError, match=r"^data\.device_prefetch: .* must be an integer >= 0"):
-        validate_data_config(config, process_count=1, device_count=8, check_prepared=False)
+        validate_data_config(config, check_prepared=False)

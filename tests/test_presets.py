@@ -29,7 +29,7 @@ def _flat(config) -> dict:
 
 def _validate(config) -> None:
     validate_train_config(config, 8)
-    validate_data_config(config, process_count=1, device_count=8, check_prepared=False)
+    validate_data_config(config, check_prepared=False)
     validate_model_config(config)
 
 

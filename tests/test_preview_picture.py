@@ -14,7 +14,7 @@ def _record(order, applied=1.0):
     from augself_jax import augs
 
     rec = {}
-    for entry in augs.entries():
+    for entry in augs.entries().values():
         for field in entry.record:
             value = np.reshape(np.array(field.identity, field.dtype), field.shape)
             rec[field.key] = value[None]

@@ -108,7 +108,7 @@ def test_neutral_chain_is_the_identity(images):
     """With every augmentation neutral (the crop's full box resized to its own size), the
     chain returns the image: the clean image is the right comparison."""
     aug = _aug()
-    for entry in augs.entries():
+    for entry in augs.entries().values():
         aug.update(entry.neutral_overrides())
     u = tf.random.stateless_uniform([1, augment.NUM_UNIFORMS], [0, 1], dtype=tf.float64)
     pixels, _ = augment.views(tf.constant(images[0]), u, aug, SIZE)

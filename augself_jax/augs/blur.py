@@ -15,7 +15,6 @@ from augself_jax.augs.registry import (
     Field,
     check_pair,
     check_probability,
-    register,
     switched_on,
 )
 from augself_jax.errors import ConfigError
@@ -112,7 +111,7 @@ def _check(aug, image_size):
                           f"padding of {image_size} px views")
 
 
-BLUR = register(Augmentation(
+AUGMENTATION = Augmentation(
     name="blur", stage=DEVICE, chain=5,
     # Kernel 9 at 96 px; configs/common.py sets the reference's 23 at 224 px.
     defaults={"blur_prob": 0.5, "blur_sigma": (0.1, 2.0), "blur_kernel": 9},
@@ -126,4 +125,5 @@ BLUR = register(Augmentation(
         blur_value(pa, settings, reference) - blur_value(pb, settings, reference))[..., None]),
     cassle=(Descriptor("blur", 1, lambda p, settings, reference:
                        blur_value(p, settings, reference)[..., None]),),
-))
+    draw_order=4,
+)

@@ -14,7 +14,6 @@ from augself_jax.augs.registry import (
     Descriptor,
     Field,
     check_probability,
-    register,
     switched_on,
 )
 from augself_jax.errors import ConfigError
@@ -194,7 +193,7 @@ def _caption(rec, i):
     return f"jitter, in order: {ops[0]}, {ops[1]},\n  {ops[2]}, {ops[3]}"
 
 
-COLOR = register(Augmentation(
+AUGMENTATION = Augmentation(
     name="color", stage=DEVICE, chain=2,
     # Effective strengths are these times color_strength (s in {0.5, 1, 2} in the paper),
     # clamped as in `jitter_bounds`.
@@ -213,4 +212,5 @@ COLOR = register(Augmentation(
     cassle=(Descriptor("color", 4, lambda p, ranges, reference: color_vector(p, ranges)),
             Descriptor("color_diff", 3, lambda p, ranges, reference:
                        jnp.asarray(p["color_mean_shift"], jnp.float32))),
-))
+    draw_order=2,
+)

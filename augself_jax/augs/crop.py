@@ -11,7 +11,6 @@ from augself_jax.augs.registry import (
     Descriptor,
     Field,
     check_pair,
-    register,
 )
 
 NUM_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params
@@ -90,7 +89,7 @@ def _caption(rec, i):
     return f"crop y={t:.2f} x={left:.2f} h={h:.2f} w={w:.2f}"
 
 
-CROP = register(Augmentation(
+AUGMENTATION = Augmentation(
     name="crop", stage=HOST, chain=0,
     defaults={"crop_scale": (0.2, 1.0), "crop_ratio": (3 / 4, 4 / 3)},
     draws=(("crop", 4 * NUM_ATTEMPTS),), draw_dtype="float64",
@@ -100,4 +99,5 @@ CROP = register(Augmentation(
     cassle=(Descriptor("crop", 4, lambda p, settings, reference: centres(p, p["flip"])),),
     # The whole (square) image, resized to its own size: an identity.
     neutral={"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0)},
-))
+    draw_order=0,
+)

@@ -7,7 +7,6 @@ from augself_jax.augs.registry import (
     Field,
     check_probability,
     flag_descriptor,
-    register,
     same_flag_target,
     switched_on,
 )
@@ -25,7 +24,7 @@ def _op(image, p, out_size):
     return tf.cond(p["flip"] > 0, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
-FLIP = register(Augmentation(
+AUGMENTATION = Augmentation(
     name="flip", stage=HOST, chain=1, defaults={"flip_prob": 0.5},
     draws=(("flip", 1),),
     record=(Field("flip", (), "float32", (0.0,)),),
@@ -34,4 +33,5 @@ FLIP = register(Augmentation(
     check=lambda aug, size: check_probability(aug, "flip_prob"),
     augself=same_flag_target("flip"),
     cassle=(flag_descriptor("flip"),),
-))
+    draw_order=1,
+)

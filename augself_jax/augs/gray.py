@@ -11,7 +11,6 @@ from augself_jax.augs.registry import (
     Field,
     check_probability,
     flag_descriptor,
-    register,
     same_flag_target,
     switched_on,
 )
@@ -47,7 +46,7 @@ def _check(aug, image_size):
                           f"{aug.color_strength} is not a probability; allowed: [0, 1]")
 
 
-GRAY = register(Augmentation(
+AUGMENTATION = Augmentation(
     name="gray", stage=DEVICE, chain=4, defaults={"gray_prob": 0.2},
     draws=(("gray", 1),),
     record=(Field("gray", (), "float32", (0.0,)),),
@@ -58,4 +57,5 @@ GRAY = register(Augmentation(
     always={"gray_prob": math.inf},
     augself=same_flag_target("gray"),  # ours: not in the reference
     cassle=(flag_descriptor("gray"),),
-))
+    draw_order=3,
+)

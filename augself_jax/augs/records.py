@@ -33,7 +33,7 @@ def mixed_aug() -> ml_collections.ConfigDict:
     """The registry's `config.aug` defaults with every switchable augmentation at
     probability 0.5, so a sampled record holds both applied and not-applied views of each."""
     aug = ml_collections.ConfigDict(registry.config_defaults())
-    for entry in registry.entries():
+    for entry in registry.entries().values():
         if entry.prob_field is not None:
             aug[entry.prob_field] = 0.5
     return aug
@@ -50,7 +50,7 @@ def sample_record(batch: int, seed: int = 0, *, aug: Any = None, height: int = 6
     aug = mixed_aug() if aug is None else aug
     rng = np.random.default_rng(seed)
     out = identity_record(batch)
-    for entry in registry.entries():
+    for entry in registry.entries().values():
         dtype = np.float64 if entry.draw_dtype == "float64" else np.float32
         slots = {}
         for slot, count in entry.draws:

@@ -1,4 +1,6 @@
-"""What one augmentation is, and the registry that holds them (docs/METHOD.md sections 1-3).
+"""What one augmentation is, and the registry that holds them (docs/METHOD.md sections 1-3):
+every module of this package defining `AUGMENTATION`, in `draw_order` (the idiom is
+`augself_jax/registries.py`).
 
 An `Augmentation` entry is everything the codebase knows about one augmentation: its
 config fields and their checks, its uniform draws and how they become a parameter record
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from augself_jax.errors import ConfigError
+from augself_jax.registries import Registry, scan
 
 # Chain positions (docs/METHOD.md section 1): crop, flip, colour jitter, solarize,
 # grayscale, blur, rotation. Rotation commutes with every photometric op here (pixel-wise ops, a
@@ -100,6 +103,10 @@ class Augmentation:
     name: str
     stage: str  # HOST (geometric, tf.data) or DEVICE (photometric, JAX)
     chain: float  # position in the chain (docs/METHOD.md section 1); ops run in this order
+    # Position of its draws in each view's uniform vector: the registry lays the entries
+    # out in this order, so a new one takes the next number and every existing draw keeps
+    # its bits (crop 0, flip 1, color 2, gray 3, blur 4, solarize 5, rotation 6).
+    draw_order: int
     defaults: dict[str, Any]  # its config.aug fields and their defaults
     draws: tuple[tuple[str, int], ...]  # named uniform slots: (slot, count)
     record: tuple[Field, ...]
@@ -147,40 +154,35 @@ class Augmentation:
         return 1.0 if self.prob_field is None else float(aug[self.prob_field])
 
 
-_REGISTRY: dict[str, Augmentation] = {}
+def _load() -> dict[str, Augmentation]:
+    found = scan(__package__, "AUGMENTATION", order=lambda e: e.draw_order)
+    orders: dict[int, str] = {}
+    keys: dict[str, str] = {}
+    for entry in found.values():
+        if entry.draw_order in orders:
+            raise ValueError(f"augmentations '{orders[entry.draw_order]}' and '{entry.name}' "
+                             f"share draw_order {entry.draw_order}")
+        orders[entry.draw_order] = entry.name
+        for field in entry.record:
+            if field.key in keys:
+                raise ValueError(f"record key '{field.key}' is declared by both "
+                                 f"'{keys[field.key]}' and '{entry.name}'")
+            keys[field.key] = entry.name
+    return found
 
 
-def register(entry: Augmentation) -> Augmentation:
-    """Add an entry; registration order fixes the layout of the uniform vector (and so
-    the bits every seed gives), chain order fixes the order the ops run in."""
-    if entry.name in _REGISTRY:
-        raise ValueError(f"augmentation '{entry.name}' is registered twice")
-    keys = {f.key for e in _REGISTRY.values() for f in e.record}
-    if clash := keys & {f.key for f in entry.record}:
-        raise ValueError(f"augmentation '{entry.name}': record keys {sorted(clash)} are taken")
-    _REGISTRY[entry.name] = entry
-    return entry
-
-
-def entries() -> tuple[Augmentation, ...]:
-    """Every augmentation, in registration order."""
-    return tuple(_REGISTRY.values())
-
-
-def get(name: str) -> Augmentation:
-    if name not in _REGISTRY:
-        raise ConfigError(f"augmentation: unknown '{name}'; allowed: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+REGISTRY: Registry[Augmentation] = Registry("augmentation", _load)
+entries, names, get = REGISTRY.entries, REGISTRY.names, REGISTRY.get
 
 
 def chain(stage: str) -> tuple[Augmentation, ...]:
     """The ops of one stage, in the order they run."""
-    return tuple(sorted((e for e in _REGISTRY.values() if e.stage == stage),
+    return tuple(sorted((e for e in entries().values() if e.stage == stage),
                         key=lambda e: e.chain))
 
 
 def record_fields() -> tuple[Field, ...]:
-    return tuple(f for e in _REGISTRY.values() for f in e.record)
+    return tuple(f for e in entries().values() for f in e.record)
 
 
 def record_keys() -> tuple[str, ...]:
@@ -188,17 +190,17 @@ def record_keys() -> tuple[str, ...]:
 
 
 def augself_entries() -> tuple[Augmentation, ...]:
-    return tuple(e for e in _REGISTRY.values() if e.augself is not None)
+    return tuple(e for e in entries().values() if e.augself is not None)
 
 
 def descriptors() -> dict[str, Descriptor]:
     """Every CASSLE descriptor key -> its Descriptor, in registration order."""
-    return {d.key: d for e in _REGISTRY.values() for d in e.cassle}
+    return {d.key: d for e in entries().values() for d in e.cassle}
 
 
 def config_defaults() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for e in _REGISTRY.values():
+    for e in entries().values():
         out.update(e.defaults)
     return out
 
@@ -218,7 +220,7 @@ class StaticSettings:
     @classmethod
     def from_aug(cls, aug) -> "StaticSettings":
         """From a config's `aug` section."""
-        return cls(tuple((e.name, e.settings(aug)) for e in _REGISTRY.values()
+        return cls(tuple((e.name, e.settings(aug)) for e in entries().values()
                          if e.settings is not None))
 
     @classmethod

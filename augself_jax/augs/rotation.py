@@ -11,7 +11,6 @@ from augself_jax.augs.registry import (
     AugSelfTarget,
     Field,
     check_probability,
-    register,
     switched_on,
 )
 
@@ -35,7 +34,7 @@ def _target(pa, pb, settings, reference):
                    4)
 
 
-ROTATION = register(Augmentation(
+AUGMENTATION = Augmentation(
     name="rotation", stage=HOST, chain=6, defaults={"rotation_prob": 0.0},
     draws=(("rotation_applied", 1), ("rotation", 1)),
     record=(Field("rotation", (), "int32", (0,)),),
@@ -43,4 +42,5 @@ ROTATION = register(Augmentation(
     caption=lambda rec, i: f"rot {int(rec['rotation'][i])}",
     check=lambda aug, size: check_probability(aug, "rotation_prob"),
     augself=AugSelfTarget(4, "ce", _target),
-))
+    draw_order=6,
+)

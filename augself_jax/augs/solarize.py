@@ -9,7 +9,6 @@ from augself_jax.augs.registry import (
     AugSelfTarget,
     Field,
     check_probability,
-    register,
     switched_on,
 )
 
@@ -34,7 +33,7 @@ def _target(pa, pb, settings, reference):
             jnp.asarray(pb["solarize"], jnp.float32))[..., None]
 
 
-SOLARIZE = register(Augmentation(
+AUGMENTATION = Augmentation(
     name="solarize", stage=DEVICE, chain=3, defaults={"solarize_prob": 0.0},
     draws=(("solarize_applied", 1), ("solarize", 1)),
     record=(Field("solarize", (), "float32", (1.0,)),),
@@ -43,4 +42,5 @@ SOLARIZE = register(Augmentation(
     caption=lambda rec, i: f"sol {rec['solarize'][i]:.2f}",
     check=lambda aug, size: check_probability(aug, "solarize_prob"),
     augself=AugSelfTarget(1, "mse", _target),
-))
+    draw_order=5,
+)

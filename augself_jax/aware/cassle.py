@@ -62,7 +62,7 @@ def descriptor(
     """One view's descriptor [B, D]: its enabled keys concatenated in sorted order, each
     reading its augmentation's own part of `settings`."""
     table = augs.descriptors()
-    owner = {d.key: e.name for e in augs.entries() for d in e.cassle}
+    owner = {d.key: e.name for e in augs.entries().values() for d in e.cassle}
     return jnp.concatenate([table[k].value(params, settings[owner[k]], reference)
                             for k in sorted(keys)], axis=-1)
 

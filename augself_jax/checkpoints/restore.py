@@ -90,7 +90,7 @@ def _abstract_encoder(config: ml_collections.ConfigDict, module: str) -> nnx.Mod
     arrays are Momentum variables, not nnx.Params), kept only by methods with targets."""
     from augself_jax.methods.core import momentum_copy
     from augself_jax.methods.registry import get as get_method
-    from augself_jax.models.backbones import build_backbone
+    from augself_jax.models.registry import build_backbone
 
     if module not in ENCODERS:
         raise ValueError(f"restore_backbone: module '{module}'; allowed: {', '.join(ENCODERS)}")

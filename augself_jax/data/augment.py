@@ -21,7 +21,7 @@ from augself_jax import augs
 
 def _layout() -> tuple[dict[str, tuple[int, int]], int]:
     offsets, n = {}, 0
-    for entry in augs.entries():
+    for entry in augs.entries().values():
         for slot, count in entry.draws:
             offsets[slot] = (n, n + count)
             n += count
@@ -35,7 +35,7 @@ RECORD_KEYS = augs.record_keys()
 def _ship_order(stage: str) -> tuple[augs.Field, ...]:
     """One stage's shipped record keys in packing order: the vector keys, then the scalar
     keys (stacked by one op)."""
-    fields = [f for e in augs.entries() if e.stage == stage for f in e.record
+    fields = [f for e in augs.entries().values() if e.stage == stage for f in e.record
               if not f.on_device]
     return tuple(sorted(fields, key=lambda f: not f.shape))
 
@@ -50,7 +50,7 @@ if any(e.draw_dtype != "float32" for e in augs.chain(augs.DEVICE)):
     raise ValueError("a DEVICE augmentation draws float64 uniforms; its parameters are "
                      "drawn per batch from shipped float32 uniforms (draw_dtype float32)")
 # The uniform columns the device ops' parameters are drawn from, in layout order.
-_DEVICE_COLUMNS = tuple(c for e in augs.entries() if e.stage == augs.DEVICE
+_DEVICE_COLUMNS = tuple(c for e in augs.entries().values() if e.stage == augs.DEVICE
                         for slot, _ in e.draws for c in range(*_OFFSETS[slot]))
 
 
@@ -74,7 +74,7 @@ def sample_params(u: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
     """
     u32 = tf.cast(u, tf.float32)  # once: the per-example op count is the host's cost
     out = {}
-    for entry in augs.entries():
+    for entry in augs.entries().values():
         if stage is None or entry.stage == stage:
             out.update(_sample(entry, u, u32, _OFFSETS, aug, height, width))
     return out
@@ -137,7 +137,7 @@ def draw_device_params(shipped: tf.Tensor, aug: ml_collections.ConfigDict) -> tf
     flat = tf.reshape(shipped, [-1, shipped.shape[-1]])
     host, uniforms = flat[:, :_HOST_SIZE], flat[:, _HOST_SIZE:]
     offsets, start = {}, 0
-    for e in augs.entries():
+    for e in augs.entries().values():
         if e.stage == augs.DEVICE:
             for slot, count in e.draws:
                 offsets[slot] = (start, start + count)

@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from augself_jax.data.registry import imagenet100_classes
 from augself_jax.errors import ConfigError
+from augself_jax.registries import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,17 +176,10 @@ def few_shot_splits(train: dict[str, np.ndarray], val: dict[str, np.ndarray],
             take(pool, per_class_subset(pool[label_key], shots, seed + 1)))
 
 
-def get_linear_dataset(name: str) -> EvalDataset:
-    if name not in LINEAR:
-        raise ConfigError(f"eval.datasets: unknown '{name}'; allowed: {', '.join(LINEAR)}")
-    return LINEAR[name]
-
-
-def get_fewshot_dataset(name: str) -> FewShotDataset:
-    if name not in FEWSHOT:
-        raise ConfigError(f"eval.fewshot.datasets: unknown '{name}'; "
-                          f"allowed: {', '.join(FEWSHOT)}")
-    return FEWSHOT[name]
+# Their lookups, through the one registry idiom (augself_jax/registries.py).
+LINEAR_REGISTRY: Registry[EvalDataset] = Registry("eval.datasets", lambda: LINEAR)
+FEWSHOT_REGISTRY: Registry[FewShotDataset] = Registry("eval.fewshot_datasets", lambda: FEWSHOT)
+get_linear_dataset, get_fewshot_dataset = LINEAR_REGISTRY.get, FEWSHOT_REGISTRY.get
 
 
 def validation_split(num_examples: int, ds: EvalDataset, seed: int | None = None

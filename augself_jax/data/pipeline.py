@@ -30,7 +30,7 @@ def _processes(process_index: int | None, process_count: int | None) -> tuple[in
 
 
 def train_split(config: ml_collections.ConfigDict) -> str:
-    info = registry.get_dataset_info(config.data.dataset)
+    info = registry.get(config.data.dataset)
     return config.data.get("train_split") or info.train_split
 
 
@@ -61,7 +61,7 @@ def steps_per_epoch(config: ml_collections.ConfigDict, *, process_index: int | N
     """Full local batches in one pass over a process's shard (remainder dropped)."""
     process_index, process_count = _processes(process_index, process_count)
     b = local_batch_size(config, process_count)
-    info = registry.get_dataset_info(config.data.dataset)
+    info = registry.get(config.data.dataset)
     if info.class_subset:  # only reading the labels tells how many examples remain
         n = len(load_pretrain_source(config, process_index, process_count))
         n = _agree_min(n)

@@ -27,7 +27,7 @@ def _caption(rec: dict, i: int) -> list[str]:
     """Each registered augmentation's caption (one or more lines each)."""
     from augself_jax import augs
 
-    return [line for e in augs.entries() for line in e.caption(rec, i).split("\n")]
+    return [line for e in augs.entries().values() for line in e.caption(rec, i).split("\n")]
 
 
 def _wrap(text: str, font, width: int) -> list[str]:
@@ -130,7 +130,7 @@ def sample_views(config, num_images: int = 16):
         raise ValueError(f"num_images: {num_images} must be >= 16")
     config = config.copy_and_resolve_references()
     config.batch_size = num_images
-    validate.validate_data_config(config, process_count=1, device_count=1)
+    validate.validate_data_config(config)
     src = pipeline.load_pretrain_source(config, 0, 1)
     ds = pipeline.pretrain_dataset(
         src, seed=config.seed, aug=config.aug, image_size=config.data.image_size,

@@ -1,10 +1,12 @@
-"""The datasets augself_jax knows: TFDS names, splits, image sizes, statistics, labels."""
+"""The dataset registry (the idiom is `augself_jax/registries.py`): the datasets augself_jax
+knows, one row each of the table below (TFDS names, splits, image sizes, statistics,
+labels)."""
 
 import dataclasses
 import functools
 from importlib import resources
 
-from augself_jax.errors import ConfigError
+from augself_jax.registries import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,9 +90,5 @@ def _registry() -> dict[str, DatasetInfo]:
     }
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
-    registry = _registry()
-    if name not in registry:
-        raise ConfigError(
-            f"data.dataset: unknown '{name}'; allowed: {', '.join(registry)}")
-    return registry[name]
+REGISTRY: Registry[DatasetInfo] = Registry("data.dataset", _registry)
+entries, names, get = REGISTRY.entries, REGISTRY.names, REGISTRY.get

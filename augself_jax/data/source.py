@@ -288,7 +288,7 @@ def _label_map(b, info: registry.DatasetInfo) -> np.ndarray | None:
 def load_source(dataset: str, data_dir: str | None, split: str, process_index: int,
                 process_count: int) -> TfdsSource:
     """This process's shard of `split` (registry name `dataset`), in order."""
-    info = registry.get_dataset_info(dataset)
+    info = registry.get(dataset)
     b = builder(info, data_dir)
     start, stop = shard_range(sum(n for _, n in split_parts(b, split)), process_index,
                               process_count)
@@ -297,5 +297,5 @@ def load_source(dataset: str, data_dir: str | None, split: str, process_index: i
 
 def num_examples(dataset: str, data_dir: str | None, split: str) -> int:
     """Examples in `split` from the TFDS metadata (before any class filtering)."""
-    info = registry.get_dataset_info(dataset)
+    info = registry.get(dataset)
     return sum(n for _, n in split_parts(builder(info, data_dir), split))

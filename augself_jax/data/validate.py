@@ -4,7 +4,6 @@ import ml_collections
 
 from augself_jax import augs
 from augself_jax.data import registry, source
-from augself_jax.data.global_batch import check_batch_divides
 from augself_jax.errors import ConfigError
 
 
@@ -14,24 +13,16 @@ def _check_aug(config: ml_collections.ConfigDict) -> None:
     for field in config.aug.keys():
         if field not in known:
             raise ConfigError(f"aug.{field}: unknown field; allowed: {', '.join(sorted(known))}")
-    for entry in augs.entries():
+    for entry in augs.entries().values():
         if entry.check is not None:
             entry.check(config.aug, config.data.image_size)
 
 
-def _check_batch(config: ml_collections.ConfigDict, process_count: int,
-                 device_count: int) -> None:
-    model = config.mesh.model if "mesh" in config else 1
-    data = config.mesh.data if "mesh" in config else -1
-    data = device_count // max(model, 1) if data == -1 else data
-    check_batch_divides("batch_size", int(config.batch_size), data_axis=data,
-                        process_count=process_count)
-
-
-def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int | None = None,
-                         device_count: int | None = None, check_prepared: bool = True) -> None:
-    """Raise ConfigError for the first bad data/aug/batch field; does no reading."""
-    info = registry.get_dataset_info(config.data.dataset)  # unknown dataset
+def validate_data_config(config: ml_collections.ConfigDict, *,
+                         check_prepared: bool = True) -> None:
+    """Raise ConfigError for the first bad data/aug field; does no reading. (The batch
+    size's split over processes and devices is the trainer's check: it owns the mesh.)"""
+    info = registry.get(config.data.dataset)  # unknown dataset
     if config.data.image_size <= 0:
         raise ConfigError(f"data.image_size: {config.data.image_size} must be > 0")
     _check_aug(config)
@@ -39,12 +30,6 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
     if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
         raise ConfigError(f"data.device_prefetch: {ahead!r} must be an integer >= 0 "
                           "(0: no device prefetch)")
-    if process_count is None or device_count is None:
-        import jax
-
-        process_count = jax.process_count() if process_count is None else process_count
-        device_count = jax.device_count() if device_count is None else device_count
-    _check_batch(config, process_count, device_count)
     if not check_prepared:
         return
     if not info.tfds_name.startswith(source.BUILTIN):  # the built-in one is made on demand

@@ -1,5 +1,5 @@
 """The protocol interface: every evaluation protocol is one module of this package that
-defines `PROTOCOL`, an `Evaluator` subclass built from the config.
+defines `PROTOCOL`, an `Evaluator` subclass built from the config (found by registry.py).
 
 The expensive part, extracting frozen features, is shared: the driver (run.py) extracts each
 dataset's features once and hands the same `Features` to every protocol that runs on that
@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
-import pkgutil
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import jax
@@ -92,6 +91,32 @@ def publish_png(context: Context, filename: str, png: bytes) -> str:
     return str(path)
 
 
+class Progress:
+    """'<what>: i/n <unit> (<label>), <elapsed> s, ETA <s> s' lines through `log`: after the
+    first update, then at most one every `every` seconds, and after the last. The ETA is
+    the mean time per item so far times the items left. `log` None: silent."""
+
+    def __init__(self, what: str, total: int, log: Callable[[str], None] | None, unit: str,
+                 every: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.what, self.total, self.log, self.unit = what, total, log, unit
+        self.every, self.clock = every, clock
+        self.start = self.last = clock()
+        self.done = 0
+
+    def add(self, count: int, label: str) -> None:
+        first = self.done == 0
+        self.done += count
+        now = self.clock()
+        if self.log is None or not (first or self.done >= self.total
+                                    or now - self.last >= self.every):
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        self.log(f"{self.what}: {self.done}/{self.total} {self.unit} ({label}), "
+                 f"{elapsed:.0f} s, ETA {eta:.0f} s")
+
+
 @dataclasses.dataclass
 class Features:
     """Frozen features of one dataset. `splits` maps a split to a dict holding `features`
@@ -142,46 +167,3 @@ class Evaluator(abc.ABC):
     @abc.abstractmethod
     def run(self, features: Features) -> Iterable[Result]:
         """The protocol's numbers for one dataset."""
-
-
-def _protocol_modules() -> Iterator[Any]:
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        yield importlib.import_module(f"{__package__}.{module.name}")
-
-
-def registry() -> dict[str, type[Evaluator]]:
-    """{name: Evaluator class} of every module of this package that defines PROTOCOL."""
-    found: dict[str, type[Evaluator]] = {}
-    for module in _protocol_modules():
-        protocol = getattr(module, "PROTOCOL", None)
-        if protocol is None:
-            continue
-        if protocol.name in found:
-            raise ValueError(f"two protocols named '{protocol.name}'")
-        found[protocol.name] = protocol
-    return found
-
-
-def get(name: str) -> type[Evaluator]:
-    protocols = registry()
-    if name not in protocols:
-        raise ConfigError(f"eval.protocols: unknown protocol '{name}'; allowed: "
-                          f"{', '.join(sorted(protocols))}")
-    return protocols[name]
-
-
-def validate(config: ml_collections.ConfigDict) -> list[type[Evaluator]]:
-    """The classes of `eval.protocols`, each protocol's own fields checked."""
-    names = split_list(config.eval.protocols)
-    if not names:
-        raise ConfigError(f"eval.protocols: empty; allowed: {', '.join(sorted(registry()))}")
-    classes = [get(n) for n in names]
-    for cls in classes:
-        cls.validate(config)
-    return classes
-
-
-def build(config: ml_collections.ConfigDict, context: Context) -> list[Evaluator]:
-    """The evaluators of `eval.protocols`, in the listed order."""
-    return [cls.from_config(config, context) for cls in validate(config)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Callable
 
 import jax
@@ -85,29 +84,6 @@ class FewShotResult:
     accuracies: np.ndarray  # per episode, in [0, 1]
 
 
-class EpisodeProgress:
-    """'fewshot <what>: i/n episodes (<label>), elapsed, ETA' lines through `log`: after the
-    first chunk, then at most one every `every` seconds, and after the last."""
-
-    def __init__(self, what: str, total: int, log: Callable[[str], None],
-                 every: float = 10.0, clock: Callable[[], float] = time.monotonic):
-        self.what, self.total, self.log, self.every, self.clock = what, total, log, every, clock
-        self.start = self.last = clock()
-        self.done = 0
-
-    def add(self, episodes: int, label: str) -> None:
-        first = self.done == 0
-        self.done += episodes
-        now = self.clock()
-        if not (first or self.done >= self.total or now - self.last >= self.every):
-            return
-        self.last = now
-        elapsed = now - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        self.log(f"fewshot {self.what}: {self.done}/{self.total} episodes ({label}), "
-                 f"{elapsed:.0f} s, ETA {eta:.0f} s")
-
-
 def fewshot_eval(features: np.ndarray, labels: np.ndarray, *, n_way: int = 5, k_shot: int = 1,
                  n_query: int = 16, num_episodes: int = 2000, seed: int = 0, c: float = 1.0,
                  chunk: int = 250, max_iter: int = 1000,
@@ -171,8 +147,9 @@ class FewShotEvaluator(common.Evaluator):
     def run(self, features: common.Features) -> list[common.Result]:
         pool = features.splits["pool"]
         results = []
-        progress = (EpisodeProgress(features.name, len(features.label_keys) * len(self.shots)
-                                    * self.episodes, self.log) if self.log else None)
+        progress = common.Progress(f"fewshot {features.name}",
+                                   len(features.label_keys) * len(self.shots) * self.episodes,
+                                   self.log, "episodes")
         for key in features.label_keys:
             labels = pool[key]
             ways = min(self.ways, len(np.unique(labels)))
@@ -181,8 +158,7 @@ class FewShotEvaluator(common.Evaluator):
                 res = fewshot_eval(pool["features"], labels, n_way=ways, k_shot=k,
                                    n_query=self.queries, num_episodes=self.episodes,
                                    seed=self.seed, c=self.c,
-                                   on_chunk=(lambda n, label=label: progress.add(n, label))
-                                   if progress else None)
+                                   on_chunk=lambda n, label=label: progress.add(n, label))
                 results.append(common.Result(
                     features.task(key), f"{ways}way{k}shot", res.mean,
                     extra={"ci95": round(res.ci95, 4), "c": self.c, "episodes": self.episodes,

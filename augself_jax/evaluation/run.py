@@ -20,6 +20,7 @@ from augself_jax.data import eval_datasets as eds
 from augself_jax.data import source
 from augself_jax.data.eval_input import eval_batches
 from augself_jax.evaluation import common, reports
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.features import FeatureExtractor, eval_mesh
 
 CONTINUOUS_KEYS = ("hue_angle", "center_x", "center_y", "size_value")  # the built-in dataset's
@@ -39,10 +40,10 @@ def write_features(eval_dir: str, task: str, **arrays: np.ndarray) -> str:
 def validate_eval_config(config: ml_collections.ConfigDict, num_devices: int | None = None
                          ) -> list[type[common.Evaluator]]:
     """ConfigError (one line naming the field) for anything evaluate.py cannot run; returns
-    the protocol classes. Each protocol checks its own fields (common.validate)."""
+    the protocol classes. Each protocol checks its own fields (registry.validate)."""
     from augself_jax.data.global_batch import check_batch_divides
 
-    classes = common.validate(config)
+    classes = protocols.validate(config)
     for name in common.split_list(config.eval.datasets):
         eds.get_linear_dataset(name)
     check_batch_divides("eval.batch_size", int(config.eval.batch_size),
@@ -114,7 +115,7 @@ class EvaluationRun:
     # -- set-up that can fail with a clear line, before anything is compiled -------------
     def prepare(self) -> None:
         from augself_jax.checkpoints.restore import restore_backbone
-        from augself_jax.data.registry import get_dataset_info
+        from augself_jax.data import registry as datasets
 
         classes = validate_eval_config(self.config)
         e = self.config.eval
@@ -130,7 +131,7 @@ class EvaluationRun:
                 self.builders[d.tfds_name] = source.prepared_builder(
                     d.tfds_name, data_dir=self.data_dir, field="eval.datasets", name=d.name,
                     manual=d.manual, manual_dir=e.manual_dir)
-        info = get_dataset_info(self.config.data.dataset)
+        info = datasets.get(self.config.data.dataset)
         self.backbone, self.step = restore_backbone(self.workdir, self.config,
                                                     self._requested_step)
         self.step_dir = reports.step_dir(self.eval_dir, int(self.step))
@@ -138,7 +139,7 @@ class EvaluationRun:
                                  std=info.std, eval_dir=self.step_dir, step=int(self.step),
                                  log=self.log, writer=self.writer,
                                  run_name=os.path.basename(os.path.normpath(self.workdir)))
-        self.evaluators = common.build(self.config, context)
+        self.evaluators = protocols.build(self.config, context)
         self.extractor = FeatureExtractor(self.mesh, info.mean, info.std)
         from augself_jax.checkpoints.store import BEST
 

@@ -20,7 +20,6 @@ range, the crop's smallest area and its aspect-ratio range (both from 1).
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable, Sequence
 
 import jax
@@ -35,7 +34,7 @@ from jax.sharding import PartitionSpec as P
 from augself_jax import augs
 from augself_jax.evaluation import common
 
-AUGMENTATIONS = tuple(e.name for e in augs.entries())
+AUGMENTATIONS = augs.names()
 
 
 def _toward_one(pair: Sequence[float], s: float) -> tuple[float, float]:
@@ -57,7 +56,7 @@ def controlled_config(aug: ml_collections.ConfigDict, name: str,
     """`aug` with augmentation `name` always applied and every other one neutral; `name`'s
     fields scaled to `strength` (STRENGTH) when it is not 1."""
     out = ml_collections.ConfigDict(aug.to_dict())
-    for entry in augs.entries():
+    for entry in augs.entries().values():
         if entry.name != name:
             out.update(entry.neutral_overrides())
     out.update(augs.get(name).always_overrides())
@@ -141,33 +140,10 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.sum(a * b, axis=-1)
 
 
-class Progress:
-    """'<what>: i/n <label> (elapsed, ETA)' lines, at most one every `every` seconds (and
-    the first and the last), through `log`."""
-
-    def __init__(self, what: str, total: int, log: Callable[[str], None] | None,
-                 every: float = 10.0):
-        self.what, self.total, self.log, self.every = what, total, log, every
-        self.start = self.last = time.time()
-        self.done = 0
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        now = time.time()
-        if self.log is None or (self.done not in (1, self.total)
-                                and now - self.last < self.every):
-            return
-        self.last = now
-        elapsed = now - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        self.log(f"{self.what}: {self.done}/{self.total} {label} ({elapsed:.0f}s, "
-                 f"ETA {eta:.0f}s)")
-
-
 def similarities(backbone: nnx.Module, images: np.ndarray,
                  variants: dict[str, tuple[str, ml_collections.ConfigDict, float]],
                  mean: Sequence[float], std: Sequence[float], *, mesh: jax.sharding.Mesh,
-                 seed: int = 0, batch_size: int = 256, progress: Progress | None = None
+                 seed: int = 0, batch_size: int = 256, progress: common.Progress | None = None
                  ) -> dict[str, dict[str, float]]:
     """{stage: {'unrelated': cos, <label>: cos, ...}}: mean cosine similarity of each
     image's clean features with those of its view under each variant (label -> (the one
@@ -226,7 +202,7 @@ def similarities(backbone: nnx.Module, images: np.ndarray,
         for stage, total in sums.items():
             out[stage][label] = total / n
         if progress is not None:
-            progress.step(label)
+            progress.add(1, label)
     order = sorted(out, key=lambda s: (s == "output", s))  # stage1, stage2, ..., output
     return {stage: out[stage] for stage in order}
 
@@ -241,7 +217,8 @@ def sensitivity(backbone: nnx.Module, images: np.ndarray, aug: ml_collections.Co
     variants = {name: (name, aug, 1.0) for name in augmentations}
     return similarities(backbone, images, variants, mean, std, mesh=mesh, seed=seed,
                         batch_size=batch_size,
-                        progress=Progress("sensitivity", len(variants), log))
+                        progress=common.Progress("sensitivity", len(variants), log,
+                                                 "variants"))
 
 
 def strength_label(name: str, strength: float) -> str:
@@ -260,7 +237,8 @@ def strength_sweep(backbone: nnx.Module, images: np.ndarray, aug: ml_collections
                 for name in augmentations for s in strengths}
     return similarities(backbone, images, variants, mean, std, mesh=mesh, seed=seed,
                         batch_size=batch_size,
-                        progress=Progress("sensitivity over strength", len(variants), log))
+                        progress=common.Progress("sensitivity over strength",
+                                                 len(variants), log, "variants"))
 
 
 def y_range(values: Sequence[float]) -> tuple[float, float]:

@@ -64,10 +64,10 @@ def _load_hint(fmt: str, config) -> str:
 
 
 def _normalisation(config) -> str:
-    from augself_jax.data.registry import get_dataset_info
+    from augself_jax.data import registry as datasets
 
     try:
-        info = get_dataset_info(config.data.dataset)
+        info = datasets.get(config.data.dataset)
     except ConfigError:
         return ""
     return f"; inputs {config.data.image_size} px, normalised with mean {info.mean} std {info.std}"

@@ -19,11 +19,12 @@ def file_kind(name: str) -> str:
 
 
 def _fitting(model: Any) -> list[str]:
-    from augself_jax.models.backbones import RESNETS, VITS
+    from augself_jax.models import registry as backbones
 
-    if model.backbone in VITS:
+    family = backbones.entries().get(model.backbone)
+    if family == "vit":
         return ["timm"]
-    if model.backbone in RESNETS:
+    if family == "resnet":
         return ["torchvision"] + (["detectron2"] if model.stem == "imagenet" else [])
     return []
 

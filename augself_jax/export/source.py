@@ -16,7 +16,7 @@ from augself_jax.errors import ConfigError
 def momentum_methods() -> list[str]:
     from augself_jax.methods import registry
 
-    return sorted(name for name, m in registry.methods().items() if m.momentum is not None)
+    return sorted(name for name, m in registry.entries().items() if m.momentum is not None)
 
 
 def check_momentum(config: ml_collections.ConfigDict) -> None:

@@ -27,8 +27,8 @@ from augself_jax.methods.core import (
     predictions,
     target_views,
 )
-from augself_jax.models.backbones import is_vit
 from augself_jax.models.mlp import MLP
+from augself_jax.models.registry import is_vit
 
 SCHEDULES = ("cosine", "constant")
 PREDICTOR_ENDS = ("auto", "linear", "bn")

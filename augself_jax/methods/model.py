@@ -10,7 +10,7 @@ from flax import nnx
 from augself_jax.aware import augself, cassle
 from augself_jax.methods.core import Settings, ema_update, momentum_copy, pick
 from augself_jax.methods.registry import get as get_method
-from augself_jax.models.backbones import build_backbone
+from augself_jax.models.registry import build_backbone
 
 # Attributes every model has (None when its method does not use them), so code and tests
 # can ask `model.predictor is None`; a method may add further heads or state by name.

@@ -18,9 +18,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def num_classes(config) -> int:
     if config.method.num_classes > 0:
         return int(config.method.num_classes)
-    from augself_jax.data.registry import get_dataset_info  # the data owner's registry
+    from augself_jax.data import registry as datasets  # the data owner's registry
 
-    return int(get_dataset_info(config.data.dataset).num_classes)
+    return int(datasets.get(config.data.dataset).num_classes)
 
 
 def build_heads(config, num_features: int, proj_in: int, dtype, rngs: nnx.Rngs) -> dict:

@@ -1,6 +1,6 @@
 """Validation of the sections a pretraining model is built from: one ConfigError line each,
 the first bad field named. Each section's fields are checked by their owner: the backbone
-by `models/backbones.py`, the method's own fields by its registry entry
+by `models/registry.py`, the method's own fields by its registry entry
 (`Method.validate`), AugSelf and CASSLE by `aware/`; the `method` fields every method
 shares are checked here.
 """
@@ -8,7 +8,7 @@ shares are checked here.
 from augself_jax.aware import augself, cassle
 from augself_jax.errors import ConfigError, positive
 from augself_jax.methods.registry import get as get_method
-from augself_jax.models.backbones import validate_backbone
+from augself_jax.models.registry import validate_backbone
 
 
 def validate_model_config(config) -> None:

@@ -26,7 +26,7 @@ def load_split(config: ml_collections.ConfigDict, split: str, global_batch: int
     from augself_jax.data import registry, source
     from augself_jax.data.eval_input import eval_batches
 
-    info = registry.get_dataset_info(config.data.dataset)
+    info = registry.get(config.data.dataset)
     builder = source.builder(info, config.data.data_dir)
     split_name = (info.labeled_train_split or info.train_split) if split == "train" \
         else info.test_split
@@ -49,10 +49,10 @@ class KnnMonitor:
     percent; `num_train` and `num_test` are the images it uses."""
 
     def __init__(self, config: ml_collections.ConfigDict, setup: Setup):
+        from augself_jax.data import registry as datasets
         from augself_jax.data.global_batch import check_batch_divides
-        from augself_jax.data.registry import get_dataset_info
 
-        info = get_dataset_info(config.data.dataset)
+        info = datasets.get(config.data.dataset)
         data_axis = setup.mesh.shape["data"]
         global_batch = max(data_axis, _BATCH - _BATCH % data_axis)
         check_batch_divides("the kNN monitor's batch", global_batch, data_axis=data_axis,

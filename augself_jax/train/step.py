@@ -32,12 +32,12 @@ def prepare_views(config: ml_collections.ConfigDict, batch: dict,
     `photometric(views, params, settings)`: the chain to apply (default: data.photometric's;
     the cost benchmark passes the former chain to compare the two)."""
     from augself_jax.augs import StaticSettings
+    from augself_jax.data import registry as datasets
     from augself_jax.data.photometric import apply_photometric, normalize
-    from augself_jax.data.registry import get_dataset_info
 
     photometric = photometric or apply_photometric
     settings = StaticSettings.from_aug(config.aug)
-    info = get_dataset_info(config.data.dataset)
+    info = datasets.get(config.data.dataset)
     out = {"label": batch["label"]}
     for view in ("1", "2"):
         images, params = photometric(batch[f"view{view}"], batch[f"params{view}"], settings)

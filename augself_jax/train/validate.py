@@ -15,9 +15,10 @@ def _positive_int(config: ml_collections.ConfigDict, name: str, minimum: int = 1
         raise ConfigError(f"{name}: {value!r} is not allowed; allowed: an integer >= {minimum}")
 
 
-def validate_train_config(config: ml_collections.ConfigDict,
-                          num_devices: int | None = None) -> None:
-    """Raises ConfigError (one line naming the field); `num_devices` defaults to jax's."""
+def validate_train_config(config: ml_collections.ConfigDict, num_devices: int | None = None,
+                          process_count: int | None = None) -> None:
+    """Raises ConfigError (one line naming the field); `num_devices` and `process_count`
+    default to jax's."""
     for name in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
         _positive_int(config, name)
     _positive_int(config, "knn_every", 0)
@@ -53,9 +54,11 @@ def validate_train_config(config: ml_collections.ConfigDict,
                               f"applies {key} (aug.{field} = {config.aug[field]}); "
                               f"allowed: weight 0, or aug.{field} > 0")
 
-    if num_devices is None:
+    if num_devices is None or process_count is None:
         import jax
 
-        num_devices = jax.device_count()
+        num_devices = jax.device_count() if num_devices is None else num_devices
+        process_count = jax.process_count() if process_count is None else process_count
     data, _ = mesh_shape(config, num_devices)
-    check_batch_divides("batch_size", int(config.batch_size), data_axis=data)
+    check_batch_divides("batch_size", int(config.batch_size), data_axis=data,
+                        process_count=process_count)

@@ -1,4 +1,6 @@
-"""The one place a backbone is built from `config.model`: ResNets and Vision Transformers.
+"""The backbone registry (the idiom is `augself_jax/registries.py`) and the one place a
+backbone is built from `config.model`: ResNets and Vision Transformers, the rows of their
+size tables (`resnet.STAGES`, `vit.SIZES`), each name mapped to its family.
 
 Every backbone maps normalised images [B, H, W, 3] to features [B, num_features].
 """
@@ -10,22 +12,23 @@ from flax import nnx
 
 from augself_jax.errors import ConfigError, one_of, positive
 from augself_jax.models import resnet, vit
+from augself_jax.registries import Registry
 
-RESNETS = tuple(resnet.STAGES)
-VITS = tuple(vit.SIZES)
-BACKBONES = RESNETS + VITS
+REGISTRY: Registry[str] = Registry("model.backbone", lambda: {
+    **{name: "resnet" for name in resnet.STAGES}, **{name: "vit" for name in vit.SIZES}})
+entries, names, get = REGISTRY.entries, REGISTRY.names, REGISTRY.get
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def is_vit(name: str) -> bool:
-    return name in VITS
+    return get(name) == "vit"
 
 
 def validate_backbone(config: Any) -> None:
     """ConfigError naming the first bad field of `config.model` (the backbone and its
     options; the ViT's patch size against `data.image_size`)."""
     m = config.model
-    one_of("model.backbone", m.backbone, BACKBONES)
+    get(m.backbone)  # an unknown name
     one_of("model.dtype", m.dtype, DTYPES)
     if is_vit(m.backbone):
         vit.check_patch_size(int(config.data.image_size), m.patch_size)
