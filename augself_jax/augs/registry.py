@@ -194,7 +194,7 @@ def augself_entries() -> tuple[Augmentation, ...]:
 
 
 def descriptors() -> dict[str, Descriptor]:
-    """Every CASSLE descriptor key -> its Descriptor, in registration order."""
+    """Every CASSLE descriptor key -> its Descriptor, in draw order."""
     return {d.key: d for e in entries().values() for d in e.cassle}
 
 
