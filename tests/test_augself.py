@@ -3,7 +3,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
+from test_methods_support import FAST, build, fast_call, synthetic_batch
+from test_train_support import tiny_config
 
 from augself_jax.augs import StaticSettings, records
 from augself_jax.aware.augself import HEADS, augself_losses, enabled_augs, pair_targets
@@ -61,7 +62,7 @@ def test_jitter_not_applied_is_zero_whatever_the_factors():
 
 
 def _ranges(strength, hue=0.1):
-    config = tiny_config()
+    config = tiny_config("simclr")
     config.aug.color_strength = strength
     config.aug.hue = hue
     return StaticSettings.from_aug(config.aug)
@@ -89,7 +90,8 @@ def test_color_vector_divides_by_the_clamped_width():
 
 
 def test_one_head_per_augmentation_with_positive_weight():
-    config = tiny_config(augself={"crop": 0.5, "color": 1.0, "rotation": 0.0, "gray": 0.1})
+    config = tiny_config("simclr",
+                         augself={"crop": 0.5, "color": 1.0, "rotation": 0.0, "gray": 0.1})
     assert enabled_augs(config.augself) == (("crop", 0.5), ("color", 1.0), ("gray", 0.1))
     model = build(config)
     assert set(model.augself_heads.keys()) == {"crop", "color", "gray"}
@@ -97,11 +99,11 @@ def test_one_head_per_augmentation_with_positive_weight():
         assert head.linears[0].in_features == 2 * model.backbone.num_features  # pooled [y1, y2]
         assert head.out_features == HEADS[aug][0]
         assert [lin.out_features for lin in head.linears][:2] == [16, 16]
-    assert build(tiny_config()).augself_heads is None
+    assert build(tiny_config("simclr")).augself_heads is None
 
 
 def test_both_orders_make_the_loss_symmetric_in_the_views():
-    config = tiny_config(augself={a: 1.0 for a in HEADS})
+    config = tiny_config("simclr", augself={a: 1.0 for a in HEADS})
     model = build(config)
     batch = synthetic_batch()
     rng = np.random.default_rng(1)

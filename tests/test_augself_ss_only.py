@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from conftest import copy_checkout, run_command
 from flax import nnx
-from test_methods_support import FAST, build, synthetic_batch, tiny_config
-from test_train_support import host_leaves, two_real_steps
-from test_train_support import tiny_config as tiny_train_config
+from test_methods_support import FAST, build, synthetic_batch
+from test_train_support import host_leaves, tiny_config, two_real_steps
 
 from augself_jax.errors import ConfigError
 from augself_jax.methods import compute_loss, validate_model_config
@@ -54,7 +53,7 @@ def test_the_ssl_term_is_absent_from_the_gradient(method):
 
 
 def test_ss_only_trains_through_the_real_step():
-    config = tiny_train_config("simclr_augself", steps=2)
+    config = tiny_config("simclr_augself", steps=2)
     config.augself.ss_only = True
     validate_model_config(config)
     state, before, history = two_real_steps(config)

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_augself import A, B, batched
-from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
+from test_methods_support import FAST, build, fast_call, synthetic_batch
+from test_train_support import tiny_config
 
 from augself_jax.augs import StaticSettings
 from augself_jax.aware.cassle import descriptor, descriptor_dim, parse_keys
@@ -55,7 +56,7 @@ def test_encoder_and_projector_widths_per_mode(mode, enc_out, proj_in):
 
     from augself_jax.methods import build_model
 
-    config = tiny_config("byol", cassle={"mode": mode})
+    config = tiny_config("byol", cassle={"mode": mode, "depth": 6})  # the reference's depth
     model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(0)))
     assert model.projector.linears[0].in_features == proj_in
     assert model.predictor.linears[0].in_features == 16  # predictors are never conditioned
@@ -63,7 +64,7 @@ def test_encoder_and_projector_widths_per_mode(mode, enc_out, proj_in):
         assert model.cassle is None and model.target_cassle is None
         return
     widths = [lin.out_features for lin in model.cassle.linears]
-    assert widths == [8] * 5 + [enc_out]  # depth 6, width 8 in the tiny config
+    assert widths == [8] * 5 + [enc_out]  # depth 6, width 8
     assert all(lin.bias is None for lin in model.cassle.linears)
     assert model.cassle.norms[-1].scale is not None  # last BN affine, no final ReLU
     assert model.cassle.linears[0].in_features == 13

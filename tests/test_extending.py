@@ -124,6 +124,7 @@ import pytest
 
 from augself_jax.errors import ConfigError
 from augself_jax.evaluation import common
+from augself_jax.evaluation import registry as protocols
 from augself_jax.evaluation.feature_norm import FeatureNorm
 from configs.common import base_config
 

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
+from test_methods_support import FAST, build, fast_call, synthetic_batch
+from test_train_support import tiny_config
 
 from augself_jax.errors import ConfigError
 from augself_jax.methods import (
@@ -188,28 +189,28 @@ def _error(config) -> str:
 
 
 def test_validation_errors_name_the_field():
-    c = tiny_config()
+    c = tiny_config("simclr")
     c.method.name = "dino"
     assert _error(c).startswith("method.name")
-    c = tiny_config()
+    c = tiny_config("simclr")
     c.augself.colour = 1.0
     assert "augself key" in _error(c) and "colour" in _error(c)
-    c = tiny_config()
+    c = tiny_config("simclr")
     c.augself.crop = -0.5
     assert _error(c).startswith("augself.crop")
-    c = tiny_config(cassle={})
+    c = tiny_config("simclr", cassle={})
     c.cassle.descriptor_keys = "blur,hue"
     assert _error(c).startswith("cassle.descriptor_keys") and "hue" in _error(c)
-    c = tiny_config(cassle={})
+    c = tiny_config("simclr", cassle={})
     c.cassle.mode = "proj-sub"
     assert _error(c).startswith("cassle.mode")
-    c = tiny_config()
+    c = tiny_config("simclr")
     c.cassle.extra = 1
     assert "cassle key" in _error(c)
     c = tiny_config("moco")
     c.method.queue_size = 8
     assert _error(c).startswith("method.queue_size")
-    c = tiny_config()
+    c = tiny_config("simclr")
     c.model.backbone = "resnet34"
     assert _error(c).startswith("model.backbone")
     validate_model_config(tiny_config("byol", augself={"crop": 1.0}, cassle={"mode": "raw"}))

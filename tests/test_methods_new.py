@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from test_methods_support import FAST, build, fast_call, synthetic_batch, tiny_config
-from test_train_support import ROOT, host_leaves, load_config, two_real_steps
-from test_train_support import tiny_config as tiny_train_config
+from test_methods_support import FAST, build, fast_call, synthetic_batch
+from test_train_support import ROOT, host_leaves, load_config, tiny_config, two_real_steps
 
 from augself_jax.errors import ConfigError
 from augself_jax.methods import (
@@ -307,7 +306,7 @@ def _two_real_steps(config):
 def test_mocov3_vit_with_augself_and_cassle_trains_through_the_real_step():
     # The ViT named in the preset argument, as a user writes `mocov3_cassle.py:shapes,
     # vit_small`: the recipe follows the backbone (AdamW, wd 0.1, T 0.2, 3-layer projector).
-    config = _vit(tiny_train_config("mocov3_cassle", preset="shapes,vit_small", steps=2))
+    config = _vit(tiny_config("mocov3_cassle", preset="shapes,vit_small", steps=2))
     config.augself.crop = config.augself.color = 1.0
     validate_model_config(config)
     assert config.optimizer.name == "adamw" and config.optimizer.weight_decay == 0.1
@@ -319,7 +318,7 @@ def test_mocov3_vit_with_augself_and_cassle_trains_through_the_real_step():
 
 
 def test_swav_with_augself_and_cassle_trains_through_the_real_step():
-    config = tiny_train_config("swav_cassle", steps=2, swav_prototypes=12, swav_freeze_steps=1)
+    config = tiny_config("swav_cassle", steps=2, swav_prototypes=12, swav_freeze_steps=1)
     config.augself.crop = config.augself.color = 1.0
     validate_model_config(config)
     state = _two_real_steps(config)

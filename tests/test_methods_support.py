@@ -1,34 +1,16 @@
-"""Helpers shared by the methods tests (no tests here): tiny configs, fast builds, batches."""
+"""Helpers shared by the methods tests (no tests here): fast builds, batches; the tiny
+configs are test_train_support's `tiny_config` (a method's own config file, made tiny)."""
 
 import jax
 import numpy as np
 from flax import nnx
 
 from augself_jax.augs import records
-from augself_jax.methods import build_model, validate_model_config
+from augself_jax.methods import build_model
 from augself_jax.train.mesh import fast_compile_options
-from configs.common import base_config
 
 # CPU compile time dominates a tiny model's cost; the trainer's fast-compile options cut it.
 FAST = fast_compile_options()
-
-
-def tiny_config(method: str = "simclr", *, augself: dict | None = None,
-                cassle: dict | None = None, **method_fields):
-    c = base_config("shapes")
-    c.batch_size = 16
-    c.model.width = 4
-    c.method.name = method
-    fields = dict(proj_hidden=32, proj_out=16, pred_hidden=8, queue_size=64, num_classes=5)
-    c.method.update({**fields, **method_fields})
-    c.augself.hidden = 16
-    c.augself.update(augself or {})
-    if cassle is not None:
-        c.cassle.enabled = True
-        c.cassle.width = 8
-        c.cassle.update(cassle)
-    validate_model_config(c)
-    return c
 
 
 def fast_build(make) -> nnx.Module:
@@ -62,7 +44,7 @@ def build(config, seed: int = 0) -> nnx.Module:
     return fast_build(make)
 
 
-def synthetic_batch(b: int = 16, size: int = 16, seed: int = 0, classes: int = 5) -> dict:
+def synthetic_batch(b: int = 16, size: int = 16, seed: int = 0, classes: int = 4) -> dict:
     """Random views and labels; each view's parameter record drawn by the augmentation
     registry's own samplers (every key it declares, applied and not-applied views)."""
     rng = np.random.default_rng(seed)

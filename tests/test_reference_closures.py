@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import copy_checkout, run_command
 from flax import nnx
-from test_methods_support import tiny_config
+from test_train_support import tiny_config
 
 from augself_jax.augs import StaticSettings
 from augself_jax.aware.augself import pair_targets
@@ -110,10 +110,10 @@ def test_circular_target_is_the_same_for_differences_a_turn_apart():
 
 
 def test_circular_head_has_five_outputs():
-    model = _abstract(tiny_config(augself={"color": 1.0, "color_target": "circular"}))
+    model = _abstract(tiny_config("simclr", augself={"color": 1.0, "color_target": "circular"}))
     assert model.augself_heads["color"].out_features == 5
-    assert _abstract(tiny_config(augself={"color": 1.0})).augself_heads["color"].out_features \
-        == 4
+    reference = _abstract(tiny_config("simclr", augself={"color": 1.0}))
+    assert reference.augself_heads["color"].out_features == 4
 
 
 @pytest.mark.parametrize("flag, field", [

@@ -12,7 +12,9 @@ import ml_collections
 import numpy as np
 
 from augself_jax.augs import records
+from augself_jax.methods import validate_model_config
 from augself_jax.train import mesh as mesh_lib
+from configs import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,10 +42,18 @@ def config_with(overrides: dict, data_dir: str,
 
 
 def tiny_config(name: str = "simclr_augself", *, preset: str = "shapes", batch: int = 16,
-                steps: int = 4, **method: object) -> ml_collections.ConfigDict:
-    """The smallest config that still runs every part of the method: ResNet-18 of width 4
-    (`preset` as the config file's argument, e.g. "shapes,vit_small")."""
-    c = load_config(name, preset)
+                steps: int = 4, augself: dict | None = None, cassle: dict | None = None,
+                **method: object) -> ml_collections.ConfigDict:
+    """The smallest config that still runs every part of the method: configs/<name>.py (or,
+    for a method without a plain config file, `common.experiment` of that method) with
+    ResNet-18 of width 4 (`preset` as the config file's argument, e.g. "shapes,vit_small").
+    `augself` updates the AugSelf section; `cassle` (a dict, {} for the defaults) switches
+    CASSLE on and updates its section; `method` updates the method's fields. Validated as
+    a model config, so a bad field fails here."""
+    if os.path.isfile(os.path.join(ROOT, "configs", f"{name}.py")):
+        c = load_config(name, preset)
+    else:
+        c = common.experiment(preset, name)
     c.batch_size = batch
     c.total_steps = steps
     c.log_every = 2
@@ -52,14 +62,19 @@ def tiny_config(name: str = "simclr_augself", *, preset: str = "shapes", batch: 
     c.xla_fast_compile = True
     c.model.width = 4
     c.augself.hidden = 16
+    c.augself.update(augself or {})
     c.method.queue_size = 64
     c.method.proj_hidden = 32
     c.method.proj_out = 16
     c.method.pred_hidden = 16
     c.cassle.width = 8
     c.cassle.depth = 2
+    if cassle is not None:
+        c.cassle.enabled = True
+        c.cassle.update(cassle)
     for key, value in method.items():
         c.method[key] = value
+    validate_model_config(c)
     return c
 
 
