@@ -155,7 +155,12 @@ class Augmentation:
 
 
 def _load() -> dict[str, Augmentation]:
-    found = scan(__package__, "AUGMENTATION", order=lambda e: e.draw_order)
+    return checked(scan(__package__, "AUGMENTATION", order=lambda e: e.draw_order))
+
+
+def checked(found: dict[str, Augmentation]) -> dict[str, Augmentation]:
+    """`found`, unless two entries share a draw_order (their draws would overlap) or a
+    record key (ValueError naming both)."""
     orders: dict[int, str] = {}
     keys: dict[str, str] = {}
     for entry in found.values():
