@@ -11,28 +11,7 @@ os.environ["XLA_FLAGS"] = " ".join(
     + [f"{_DEVICE_COUNT_FLAG}=8"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# One persistent XLA compilation cache for the whole session, shared by the pytest workers
-# and every command the tests start (they inherit the environment): the suite compiles the
-# same train steps and evaluations in many processes. JAX's own threshold is kept: only
-# programs that took a second or more to compile are written (writing every small one was
-# measured to cost more than it saves). A fresh directory per session, made by the first
-# process (the controller) and removed when it ends, so no run reads another run's
-# programs. A user's own JAX_COMPILATION_CACHE_DIR is kept (and not removed).
-_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
-_CACHE_MADE_HERE = ""
-if _CACHE_ENV not in os.environ:
-    import tempfile
-
-    _CACHE_MADE_HERE = os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="augself-jax-tests-xla-")
-
 import pytest  # noqa: E402
-
-
-def pytest_unconfigure(config):
-    if _CACHE_MADE_HERE:
-        import shutil
-
-        shutil.rmtree(_CACHE_MADE_HERE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
