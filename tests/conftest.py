@@ -1,7 +1,9 @@
-"""Test-session set-up: eight simulated CPU devices, TensorFlow off the accelerator,
-and the built-in dataset prepared once per session."""
+"""Test-session set-up: eight simulated CPU devices, the order the xdist workers take the
+files in, and the built-in dataset prepared once per run."""
 
+import functools
 import os
+import re
 
 # Must happen before jax is imported anywhere: sharding tests need 8 devices. Appended, so
 # a user's own XLA_FLAGS are kept and the device count is still the one the tests assume.
@@ -11,16 +13,92 @@ os.environ["XLA_FLAGS"] = " ".join(
     + [f"{_DEVICE_COUNT_FLAG}=8"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# One persistent XLA compilation cache for the whole run, shared by the pytest workers and
+# every command the tests start (they inherit the environment): the suite compiles the same
+# train steps and evaluations in many processes. JAX's own threshold is kept: only programs
+# that took a second or more to compile are written (writing every small one was measured
+# to cost more than it saves). A fresh directory per run, made by the first process (the
+# controller) and removed when it ends, so no run reads another run's programs. A user's
+# own JAX_COMPILATION_CACHE_DIR is kept (and not removed).
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_CACHE_MADE_HERE = ""
+if _CACHE_ENV not in os.environ:
+    import tempfile
+
+    _CACHE_MADE_HERE = os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="augself-jax-tests-xla-")
+
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config) -> None:
+    if _CACHE_MADE_HERE and not os.environ.get("PYTEST_XDIST_WORKER"):
+        import shutil
+
+        shutil.rmtree(_CACHE_MADE_HERE, ignore_errors=True)
+
+
+# Scheduling over the pytest-xdist workers (`-n 2`, pyproject.toml). Each file is one unit of
+# work, so its module fixtures are built once; the files that use the shared tiny run are one
+# unit, so it is trained once. The longest units are handed out first, so none is left to
+# run alone at the end (xdist's own order, most tests first, started the one-test quick
+# start last). Only the schedule depends on this list: a file missing from it, or a stale
+# order, costs time, never a result.
+TINY_RUN_GROUP = "tiny_run"
+LONGEST_FIRST = ("test_quickstart.py", TINY_RUN_GROUP, "test_launch.py", "test_reliability.py",
+                 "test_train_experiments.py", "test_methods_new.py", "test_train_feedback.py",
+                 "test_methods_model.py", "test_bf16.py")
+
+
+@functools.cache
+def _work_unit(file_name: str) -> str:
+    """The unit a test file is scheduled in: the tiny run's group for a file that names the
+    fixture (read from its source, since xdist's scheduler sees test ids only), else itself."""
+    path = os.path.join(os.path.dirname(__file__), file_name)
+    if not os.path.isfile(path):
+        return file_name
+    with open(path) as f:
+        return TINY_RUN_GROUP if re.search(r"\btiny_run\b", f.read()) else file_name
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    # A stable sort: each file's tests stay together and in order.
+    items.sort(key=lambda item: rank.get(_work_unit(item.path.name), len(rank)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's file scheduling over `_work_unit`s, in the collection's order (sorted above)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LongestUnitFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(os.path.basename(nodeid.split("::", 1)[0]))
+
+    config.option.loadscopereorder = False  # keep the collection's order
+    return LongestUnitFirst(config, log)
+
+
+def _shared_by_workers(tmp_path_factory):
+    """The directory above every xdist worker's own temporary one (the session's own
+    without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
 def shapes_data_dir(tmp_path_factory) -> str:
-    """A TFDS data_dir holding the prepared built-in `shapes` dataset."""
+    """A TFDS data_dir holding the prepared built-in `shapes` dataset (read only). It is
+    generated once per test run: the first worker to ask prepares it under a file lock, the
+    others find it prepared."""
+    import fcntl
+
     from augself_jax.data import source
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    source.prepared_builder("augself_shapes/32px", data_dir=data_dir)  # as ArrayRecord
+    shared = _shared_by_workers(tmp_path_factory)
+    data_dir = str(shared / "tfds_shapes")
+    with open(shared / "tfds_shapes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        source.prepared_builder("augself_shapes/32px", data_dir=data_dir)  # as ArrayRecord
     return data_dir
 
 
