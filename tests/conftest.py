@@ -1,15 +1,20 @@
-"""Test-session set-up: eight simulated CPU devices, the order the xdist workers take the
-files in, and the built-in dataset prepared once per run."""
+"""Test-session set-up: eight simulated CPU devices in the test processes (one, as for a user,
+in the commands they start), the order the xdist workers take the files in, and the
+built-in dataset prepared once per run."""
 
 import functools
 import os
 import re
 
-# Must happen before jax is imported anywhere: sharding tests need 8 devices. Appended, so
-# a user's own XLA_FLAGS are kept and the device count is still the one the tests assume.
+# Eight simulated CPU devices for the tests run in this process (sharding tests need them):
+# the flag is set, JAX's CPU backend made with it (below), and the user's own XLA_FLAGS put
+# back. The commands the tests start (main.py, evaluate.py, the launch scripts) inherit the
+# user's environment, so they see the one CPU device a user's machine gives them, not 8:
+# the tiny run took 59 s over 8 simulated devices against 32 s over 1.
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+_USERS_XLA_FLAGS = os.environ.get("XLA_FLAGS")
 os.environ["XLA_FLAGS"] = " ".join(
-    [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICE_COUNT_FLAG)]
+    [f for f in (_USERS_XLA_FLAGS or "").split() if not f.startswith(_DEVICE_COUNT_FLAG)]
     + [f"{_DEVICE_COUNT_FLAG}=8"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,7 +32,14 @@ if _CACHE_ENV not in os.environ:
 
     _CACHE_MADE_HERE = os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="augself-jax-tests-xla-")
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+jax.devices()  # the backend reads XLA_FLAGS once, now
+if _USERS_XLA_FLAGS is None:
+    del os.environ["XLA_FLAGS"]
+else:
+    os.environ["XLA_FLAGS"] = _USERS_XLA_FLAGS
 
 
 def pytest_unconfigure(config) -> None:
