@@ -343,7 +343,7 @@ def config_is_the_workdirs() -> bool:
 
 def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
         workdir_must_exist: bool = False, config_from_workdir: bool = False,
-        locks_workdir: Callable[[], bool] = lambda: True,
+        only_reads: Callable[[], bool] = lambda: False,
         interrupted: str = "rerun the same command to resume from the last checkpoint",
         ) -> None:
     """absl.app.run with the shared start-up, then `main(config, workdir, writer)`, where
@@ -354,8 +354,9 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
 
     `workdir_must_exist`: the workdir is an earlier run's (evaluate.py), so a missing one
     is a typo, not a new run. `config_from_workdir`: without --config, the workdir's
-    config.json is the config. `locks_workdir`: whether this invocation holds the workdir's
-    lock (augself_jax/workdir_lock.py) for its life (evaluate.py --compare only reads).
+    config.json is the config. `only_reads`: whether this invocation only reads earlier
+    results (evaluate.py --compare); otherwise it holds the workdir's lock
+    (augself_jax/workdir_lock.py) for its life and imports TensorFlow for the data pipeline.
     `interrupted`: what the Ctrl-C line tells the user to do.
     """
     flags.mark_flags_as_required(["workdir"] if config_from_workdir else ["config", "workdir"])
@@ -373,16 +374,17 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
                                          _COORDINATOR.value, _NUM_PROCESSES.value,
                                          _PROCESS_ID.value)
             validate_config(config)
-            # TensorFlow (for tf.data) only once the config is known to be good: its import
-            # is half of a refused run's time, and nothing before this line uses it.
-            hide_accelerators_from_tensorflow()
+            # TensorFlow (for tf.data) only once the config is known to be good, and only
+            # where data is read: its import is half of a refused run's time.
+            if not only_reads():
+                hide_accelerators_from_tensorflow()
             workdir_existed = workdir_exists(workdir)
             ensure_writable(workdir)
             from augself_jax.workdir_lock import hold_workdir
 
             lock = (hold_workdir(workdir, os.path.basename(sys.argv[0]),
                                  report=lambda line: print(line, file=sys.stderr, flush=True))
-                    if locks_workdir() else contextlib.nullcontext())
+                    if not only_reads() else contextlib.nullcontext())
             with lock:
                 writer = _WriterOnFirstWrite(workdir)
                 try:

@@ -244,6 +244,13 @@ def test_compare_prints_b_minus_a_against_a_different_run(evaluated):
         assert delta.endswith("↑") == (d > 1e-9), (key, delta)  # higher accuracy is better
         moved += abs(d) > 1e-9
     assert moved > 0  # the runs differ, so the deltas say something
+    # The side-by-side only reads two results files: it imports no TensorFlow (whose import
+    # was most of its time).
+    probe = ("import atexit, runpy, sys; atexit.register(lambda: print('tensorflow imported:', "
+             "'tensorflow' in sys.modules)); sys.argv = ['evaluate.py', '--workdir=runs/step1', "
+             "'--compare=runs/step2']; runpy.run_path('evaluate.py', run_name='__main__')")
+    r = run_command(["-c", probe], cwd=checkout)
+    assert "tensorflow imported: False" in r.stdout, r.stdout[-500:] + r.stderr[-1500:]
 
 
 def test_unknown_protocol_exits_with_one_line(shapes_data_dir, tmp_path):

@@ -82,7 +82,7 @@ def main(config, workdir: str, writer) -> None:
 def run() -> None:
     """The `augself-evaluate` entry point (also `python evaluate.py`)."""
     app.run(main, workdir_must_exist=True, config_from_workdir=True,
-            locks_workdir=lambda: not _COMPARE.value,
+            only_reads=lambda: bool(_COMPARE.value),
             interrupted="nothing was evaluated or written; rerun the command to evaluate")
 
 
