@@ -43,7 +43,7 @@ else:
 
 
 def pytest_unconfigure(config) -> None:
-    if _CACHE_MADE_HERE and not os.environ.get("PYTEST_XDIST_WORKER"):
+    if _CACHE_MADE_HERE:  # only the process that made it (workers inherit the variable)
         import shutil
 
         shutil.rmtree(_CACHE_MADE_HERE, ignore_errors=True)
