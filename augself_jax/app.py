@@ -133,10 +133,31 @@ def hide_accelerators_from_tensorflow() -> None:
     import's C++ banners (`WARNING: All log messages before absl::InitializeLog()`, `oneDNN
     custom operations are on`, each twice; TF_CPP_MIN_LOG_LEVEL does not hide them) are
     held back unless --verbose."""
-    with _stderr_held("tensorflow" in sys.modules or _verbose_requested(sys.argv)):
+    with _stderr_held("tensorflow" in sys.modules or _verbose_requested(sys.argv)), \
+            _without_keras_optimizers():
         import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
+
+
+# TensorFlow's `__init__` imports Keras' optimizers eagerly, for Keras models saved as
+# SavedModels, and passes over an ImportError. We use only tf.data. Refusing that one
+# import cuts TensorFlow's import from about 6 s to 4.5 s of CPU time per process. Keras
+# stays importable afterwards: `tf.keras` and `import keras` load it on first use.
+_KERAS_OPTIMIZERS = "keras.src.optimizers"
+
+
+@contextlib.contextmanager
+def _without_keras_optimizers() -> Iterator[None]:
+    if _KERAS_OPTIMIZERS in sys.modules:  # already loaded: nothing to save
+        yield
+        return
+    sys.modules[_KERAS_OPTIMIZERS] = None  # `import` raises ModuleNotFoundError on a None
+    try:
+        yield
+    finally:
+        if sys.modules.get(_KERAS_OPTIMIZERS, 0) is None:
+            del sys.modules[_KERAS_OPTIMIZERS]
 
 
 def distributed_requested(flag_value: bool | None) -> bool:

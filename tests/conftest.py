@@ -78,6 +78,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: rank.get(_work_unit(item.path.name), len(rank)))
 
 
+@pytest.hookimpl(optionalhook=True)  # `-p no:xdist` runs the suite in one process
 def pytest_xdist_make_scheduler(config, log):
     """xdist's file scheduling over `_work_unit`s, in the collection's order (sorted above)."""
     from xdist.scheduler import LoadScopeScheduling
