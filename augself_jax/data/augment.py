@@ -12,11 +12,22 @@ ops' parameters are drawn once per batch (`draw_device_params`), from uniforms e
 example ships: tf.data's cost is per op per example, and these draws need no pixels.
 """
 
+from collections.abc import Callable
+
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from augself_jax import augs
+
+
+def traced_as_written(fn: Callable) -> Callable:
+    """`fn` for tf.data's `map`, traced into a graph as written, without AutoGraph's
+    rewrite: converting a function and everything it calls took 1.5 s per pipeline, each
+    process, and gave the same graph. The map functions branch with tf.cond / tf.where and
+    loop over Python values only; a Python `if` or `for` on a tensor fails at trace time
+    without AutoGraph, loudly, rather than changing what the graph computes."""
+    return tf.autograph.experimental.do_not_convert(fn)
 
 
 def _layout() -> tuple[dict[str, tuple[int, int]], int]:

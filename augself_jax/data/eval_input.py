@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from augself_jax.data import source
+from augself_jax.data import augment, source
 
 _READ_BATCH = 256  # serialized examples read at once (one call, parallel reads)
 
@@ -130,8 +130,9 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, image_size: i
         out["mask"] = valid
         return out
 
-    ds = tf.data.Dataset.range(start, stop).batch(_READ_BATCH).map(read).unbatch()
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    as_written = augment.traced_as_written
+    ds = tf.data.Dataset.range(start, stop).batch(_READ_BATCH).map(as_written(read)).unbatch()
+    ds = ds.map(as_written(prepare), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size).prefetch(2)
 
     def pad(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

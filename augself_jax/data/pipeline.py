@@ -101,12 +101,14 @@ def pretrain_dataset(src: source.Source, *, seed: int, aug: ml_collections.Confi
                                 aug, image_size, record=record)
         return {**out, "label": ex["label"], "index": ex["index"]}
 
-    ds = tf.data.Dataset.range(start_step, _NEVER).map(fetch).unbatch()
-    ds = ds.map(make_views, num_parallel_calls=num_parallel_calls, deterministic=True)
+    as_written = augment.traced_as_written
+    ds = tf.data.Dataset.range(start_step, _NEVER).map(as_written(fetch)).unbatch()
+    ds = ds.map(as_written(make_views), num_parallel_calls=num_parallel_calls,
+                deterministic=True)
     ds = ds.batch(b, drop_remainder=True)
     if record:
-        ds = ds.map(lambda batch: {**batch, "params": augment.draw_device_params(
-            batch["params"], aug)})
+        ds = ds.map(as_written(lambda batch: {**batch, "params": augment.draw_device_params(
+            batch["params"], aug)}))
     ds = ds.prefetch(prefetch)
     options = tf.data.Options()
     options.deterministic = True

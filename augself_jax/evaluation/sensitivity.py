@@ -94,7 +94,7 @@ def controlled_views(images: np.ndarray, aug: ml_collections.ConfigDict, name: s
         return pixels[0], augment.pack(params)[0]
 
     ds = tf.data.Dataset.from_tensor_slices((images, np.arange(n, dtype=np.int64)))
-    ds = ds.map(one).batch(max(n, 1))  # sequential map: deterministic
+    ds = ds.map(augment.traced_as_written(one)).batch(max(n, 1))  # sequential: deterministic
     pixels, packed = next(ds.as_numpy_iterator())
     return pixels, augment.unpack(packed)
 
