@@ -18,33 +18,7 @@ def _train(config, workdir: str, writer) -> None:
 
 def run() -> None:
     """The `augself-train` entry point (also `python main.py`)."""
-    try:
-        app.run(_train)
-    except SystemExit as e:
-        exit_now(e.code)
-
-
-def exit_now(code: int | str | None) -> None:
-    """Ends the process at once, the run's own end being done: checkpoints committed and
-    closed, the TensorBoard writer closed, the last line printed. The interpreter's teardown
-    would otherwise run JAX's atexit clean-up (destroying the backends) and wind down the
-    native libraries' thread pools: tens of seconds after "done" (issue 22). A distributed
-    run first leaves the coordination service, as that clean-up would have."""
-    import logging
-    import os
-    import sys
-
-    if isinstance(code, str):  # sys.exit("message"): printed, status 1, as Python does
-        print(code, file=sys.stderr)
-        code = 1
-    if "jax" in sys.modules:
-        import jax
-
-        jax.distributed.shutdown()  # a no-op unless jax.distributed.initialize ran
-    logging.shutdown()  # absl's log handlers flushed
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
+    app.run(_train)
 
 
 if __name__ == "__main__":
