@@ -395,10 +395,6 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
                                          _COORDINATOR.value, _NUM_PROCESSES.value,
                                          _PROCESS_ID.value)
             validate_config(config)
-            # TensorFlow (for tf.data) only once the config is known to be good, and only
-            # where data is read: its import is half of a refused run's time.
-            if not only_reads():
-                hide_accelerators_from_tensorflow()
             workdir_existed = workdir_exists(workdir)
             ensure_writable(workdir)
             from augself_jax.workdir_lock import hold_workdir
@@ -407,6 +403,11 @@ def run(main: Callable[[ml_collections.ConfigDict, str, Any], None], *,
                                  report=lambda line: print(line, file=sys.stderr, flush=True))
                     if not only_reads() else contextlib.nullcontext())
             with lock:
+                # TensorFlow (for tf.data) only once the config is known to be good and the
+                # workdir is this run's, and only where data is read: its import is most of
+                # a refused run's time.
+                if not only_reads():
+                    hide_accelerators_from_tensorflow()
                 writer = _WriterOnFirstWrite(workdir)
                 try:
                     main(config, workdir, writer)

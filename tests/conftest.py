@@ -132,6 +132,21 @@ TINY_RUN_FLAGS = ("--config.total_steps=2", "--config.batch_size=16",
                   "--config.method.queue_size=24")
 
 
+# Runs a script as `python script flags...` does (sys.argv[1:] is the script and its
+# flags), printing as it ends whether TensorFlow was imported. The binaries end with
+# os._exit after their last line (app.exit_now), so the report is made there.
+_REPORT_TENSORFLOW = (
+    "import os, runpy, sys; end = os._exit; os._exit = lambda code: (print("
+    "'tensorflow imported:', 'tensorflow' in sys.modules, flush=True), end(code)); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def reporting_tensorflow(script_and_flags: list[str]) -> list[str]:
+    """`python` arguments running `script_and_flags` that print, as the script ends,
+    `tensorflow imported: True` or `False`."""
+    return ["-c", _REPORT_TENSORFLOW, *script_and_flags]
+
+
 def copy_checkout(dest) -> str:
     """A copy of the checkout at `dest` (for commands run with a relative --workdir)."""
     import shutil

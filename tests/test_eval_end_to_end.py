@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import TINY_RUN_CONFIG, run_command
+from conftest import TINY_RUN_CONFIG, reporting_tensorflow, run_command
 from sklearn.neighbors import KNeighborsClassifier
 from test_methods_support import FAST
 from test_train_support import load_config
@@ -246,10 +246,8 @@ def test_compare_prints_b_minus_a_against_a_different_run(evaluated):
     assert moved > 0  # the runs differ, so the deltas say something
     # The side-by-side only reads two results files: it imports no TensorFlow (whose import
     # was most of its time).
-    probe = ("import atexit, runpy, sys; atexit.register(lambda: print('tensorflow imported:', "
-             "'tensorflow' in sys.modules)); sys.argv = ['evaluate.py', '--workdir=runs/step1', "
-             "'--compare=runs/step2']; runpy.run_path('evaluate.py', run_name='__main__')")
-    r = run_command(["-c", probe], cwd=checkout)
+    r = run_command(reporting_tensorflow(["evaluate.py", "--workdir=runs/step1",
+                                          "--compare=runs/step2"]), cwd=checkout)
     assert "tensorflow imported: False" in r.stdout, r.stdout[-500:] + r.stderr[-1500:]
 
 

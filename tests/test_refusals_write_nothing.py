@@ -18,7 +18,14 @@ import sys
 import time
 
 import pytest
-from conftest import TINY_RUN_CONFIG, TINY_RUN_FLAGS, copy_checkout, run_command, tiny_run_command
+from conftest import (
+    TINY_RUN_CONFIG,
+    TINY_RUN_FLAGS,
+    copy_checkout,
+    reporting_tensorflow,
+    run_command,
+    tiny_run_command,
+)
 from test_reliability import _snapshot
 
 from augself_jax.workdir_lock import LOCK_FILE
@@ -113,15 +120,18 @@ def test_a_second_main_py_and_an_evaluate_py_refuse_while_main_py_runs(
         _wait_for(os.path.join(workdir, "config.json"), first)
         holder = json.loads(open(os.path.join(workdir, LOCK_FILE)).read())
         assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
-        others = [subprocess.Popen([sys.executable, *args], cwd=checkout,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        others = [subprocess.Popen([sys.executable, *reporting_tensorflow(args)],
+                                   cwd=checkout, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
                   for args in (command, ["evaluate.py", "--workdir=runs/w"])]
         for proc in others:
-            _, stderr = proc.communicate(timeout=600)
+            stdout, stderr = proc.communicate(timeout=600)
             result = subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
             line = _the_one_line(result, f"config error: workdir: {workdir} is in use by "
                                          f"main.py (pid {first.pid} on host ")
             assert "one run per workdir" in line
+            # refused before TensorFlow's import, most of a refused run's time
+            assert "tensorflow imported: False" in stdout, stdout[-500:]
         assert first.poll() is None  # the holder ran on, untouched
     finally:
         first.send_signal(signal.SIGTERM)
