@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from augself_jax.models.batch_norm import batch_norm
+
 LAST_BN = ("none", "affine", "plain")
 
 # torch.nn.Linear's default (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)).
@@ -65,7 +67,7 @@ class MLP(nnx.Module):
             )
             affine = not (last and last_bn == "plain")
             norms.append(
-                nnx.BatchNorm(
+                batch_norm(
                     n_out,
                     momentum=0.9,
                     epsilon=1e-5,

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from augself_jax.models.batch_norm import batch_norm
+
 STAGES = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
 STEMS = ("imagenet", "cifar")
 
@@ -34,7 +36,7 @@ def _conv(cin: int, cout: int, k: int, stride: int, dtype: Any, rngs: nnx.Rngs) 
 
 def _bn(n: int, dtype: Any, rngs: nnx.Rngs, zero: bool = False) -> nnx.BatchNorm:
     # momentum 0.9 in flax == 0.1 in torch; a zero scale starts each residual block as identity.
-    return nnx.BatchNorm(
+    return batch_norm(
         n,
         momentum=0.9,
         epsilon=1e-5,
