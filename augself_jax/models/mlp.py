@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from augself_jax.models.batch_norm import batch_norm
+from augself_jax.models.variables import batch_norm
 
 LAST_BN = ("none", "affine", "plain")
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from augself_jax.models.batch_norm import batch_norm
+from augself_jax.models.variables import batch_norm
 
 STAGES = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet50": ("bottleneck", (3, 4, 6, 3))}
 STEMS = ("imagenet", "cifar")

@@ -1,14 +1,16 @@
-"""models.batch_norm: flax's BatchNorm with RunningStat statistics computes what flax's own
-does, in and out of jit, and the backbones and heads use it."""
+"""models.variables: flax's BatchNorm with RunningStat statistics computes what flax's own
+does, in and out of jit; the backbones and heads use it, and the momentum copies and the
+queue are assigned the same way."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from augself_jax.models.batch_norm import RunningStat, batch_norm
+from augself_jax.methods.core import Momentum, Queue
 from augself_jax.models.mlp import MLP
 from augself_jax.models.resnet import ResNet
+from augself_jax.models.variables import AssignedUnderJit, RunningStat, batch_norm
 
 
 def _stats(norm: nnx.BatchNorm) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +49,7 @@ def test_backbones_and_heads_keep_running_stats():
         stats = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.BatchStat)]
         assert stats and all(isinstance(v, RunningStat) for v in stats), type(model)
     assert jnp.all(jnp.isfinite(stats[0][...]))
+
+
+def test_momentum_copies_and_the_queue_are_assigned_under_jit_as_running_stats():
+    assert issubclass(Momentum, AssignedUnderJit) and issubclass(Queue, AssignedUnderJit)
