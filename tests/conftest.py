@@ -133,18 +133,21 @@ TINY_RUN_FLAGS = ("--config.total_steps=2", "--config.batch_size=16",
 
 
 # Runs a script as `python script flags...` does (sys.argv[1:] is the script and its
-# flags), printing as it ends whether TensorFlow was imported. The binaries end with
-# os._exit after their last line (app.exit_now), so the report is made there.
-_REPORT_TENSORFLOW = (
+# flags), printing as it ends whether it imported TensorFlow and scikit-learn (which a
+# binary needs neither of, unless it reads data, nor loads through Keras: app.py). The
+# binaries end with os._exit after their last line (app.exit_now), so the report is made
+# there.
+_REPORT_IMPORTS = (
     "import os, runpy, sys; end = os._exit; os._exit = lambda code: (print("
-    "'tensorflow imported:', 'tensorflow' in sys.modules, flush=True), end(code)); "
+    "'tensorflow imported:', 'tensorflow' in sys.modules), print('sklearn imported:', "
+    "'sklearn' in sys.modules, flush=True), end(code)); "
     "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def reporting_tensorflow(script_and_flags: list[str]) -> list[str]:
+def reporting_imports(script_and_flags: list[str]) -> list[str]:
     """`python` arguments running `script_and_flags` that print, as the script ends,
-    `tensorflow imported: True` or `False`."""
-    return ["-c", _REPORT_TENSORFLOW, *script_and_flags]
+    `tensorflow imported: True` (or False) and `sklearn imported: ...` on the next line."""
+    return ["-c", _REPORT_IMPORTS, *script_and_flags]
 
 
 def copy_checkout(dest) -> str:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import TINY_RUN_CONFIG, reporting_tensorflow, run_command
+from conftest import TINY_RUN_CONFIG, reporting_imports, run_command
 from sklearn.neighbors import KNeighborsClassifier
 from test_methods_support import FAST
 from test_train_support import load_config
@@ -118,7 +118,8 @@ def evaluated(tiny_run, shapes_data_dir):
                   "--config.eval.spectrum.rank_min=3", "--config.eval.spectrum.rank_max=9"],
         "step2": ["--workdir=runs/step2", "--step=best", "--config.eval.protocols=knn"],
     }
-    procs = {name: subprocess.Popen([sys.executable, "evaluate.py", *common, *args],
+    procs = {name: subprocess.Popen([sys.executable, *reporting_imports(["evaluate.py",
+                                                                        *common, *args])],
                                     cwd=checkout, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
              for name, args in procs.items()}
@@ -219,6 +220,14 @@ def test_step_best_evaluates_the_best_monitor_checkpoint(evaluated):
     assert records and {x["step"] for x in records} == {2}
 
 
+def test_evaluate_imports_the_metric_writers_without_scikit_learn(evaluated):
+    """Keras, which TensorBoard's hparams API loads with the writers, would import
+    scikit-learn (app.import_metric_writers); nothing else in a kNN evaluation does."""
+    _, out = evaluated
+    assert "tensorflow imported: True" in out["step2"], out["step2"][-500:]
+    assert "sklearn imported: False" in out["step2"], out["step2"][-500:]
+
+
 def test_compare_prints_b_minus_a_against_a_different_run(evaluated):
     checkout, _ = evaluated
     a = {(x["dataset"], x["protocol"], x["metric"]): x["value"]
@@ -246,7 +255,7 @@ def test_compare_prints_b_minus_a_against_a_different_run(evaluated):
     assert moved > 0  # the runs differ, so the deltas say something
     # The side-by-side only reads two results files: it imports no TensorFlow (whose import
     # was most of its time).
-    r = run_command(reporting_tensorflow(["evaluate.py", "--workdir=runs/step1",
+    r = run_command(reporting_imports(["evaluate.py", "--workdir=runs/step1",
                                           "--compare=runs/step2"]), cwd=checkout)
     assert "tensorflow imported: False" in r.stdout, r.stdout[-500:] + r.stderr[-1500:]
 

@@ -22,7 +22,7 @@ from conftest import (
     TINY_RUN_CONFIG,
     TINY_RUN_FLAGS,
     copy_checkout,
-    reporting_tensorflow,
+    reporting_imports,
     run_command,
     tiny_run_command,
 )
@@ -120,7 +120,7 @@ def test_a_second_main_py_and_an_evaluate_py_refuse_while_main_py_runs(
         _wait_for(os.path.join(workdir, "config.json"), first)
         holder = json.loads(open(os.path.join(workdir, LOCK_FILE)).read())
         assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
-        others = [subprocess.Popen([sys.executable, *reporting_tensorflow(args)],
+        others = [subprocess.Popen([sys.executable, *reporting_imports(args)],
                                    cwd=checkout, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
                   for args in (command, ["evaluate.py", "--workdir=runs/w"])]
