@@ -158,7 +158,7 @@ def import_metric_writers() -> None:
 #   callback class at import and so loads all of Keras. Keras then imports the optional
 #   integrations it finds installed: scikit-learn (its estimator wrappers), matplotlib
 #   (plotting helpers) and IPython (a config editor). Refusing them cuts that import from
-#   about 1.75 s to 0.5 s of CPU time, and main.py's by about 1 s (matplotlib and
+#   about 1.75 s to 0.5 s of CPU time, and a main.py run's by about 1 s (matplotlib and
 #   IPython load later where a run uses them).
 _KERAS_OPTIMIZERS = "keras.src.optimizers"
 _KERAS_INTEGRATIONS = ("sklearn", "matplotlib", "IPython")

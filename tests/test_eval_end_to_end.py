@@ -256,7 +256,7 @@ def test_compare_prints_b_minus_a_against_a_different_run(evaluated):
     # The side-by-side only reads two results files: it imports no TensorFlow (whose import
     # was most of its time).
     r = run_command(reporting_imports(["evaluate.py", "--workdir=runs/step1",
-                                          "--compare=runs/step2"]), cwd=checkout)
+                                       "--compare=runs/step2"]), cwd=checkout)
     assert "tensorflow imported: False" in r.stdout, r.stdout[-500:] + r.stderr[-1500:]
 
 
