@@ -150,6 +150,20 @@ def reporting_imports(script_and_flags: list[str]) -> list[str]:
     return ["-c", _REPORT_IMPORTS, *script_and_flags]
 
 
+def fresh_interpreter_json(program: str, *args: str) -> dict:
+    """Runs `python -c program args...` from the checkout's root in a new interpreter (for
+    what the test process has already imported) and returns the JSON of its last line."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", program, *args], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def copy_checkout(dest) -> str:
     """A copy of the checkout at `dest` (for commands run with a relative --workdir)."""
     import shutil

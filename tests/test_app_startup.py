@@ -2,12 +2,9 @@
 of the first, its optional integrations out of the second, and all of them stay importable.
 Run in a fresh interpreter, since the test process has imported all of them already."""
 
-import json
 import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import fresh_interpreter_json
 
 PROGRAM = """
 import json, sys
@@ -52,10 +49,7 @@ def _events(directory: str) -> dict[str, list]:
 
 def test_tensorflow_and_the_writers_are_imported_without_keras_parts_that_load_on_use(
         tmp_path):
-    done = subprocess.run([sys.executable, "-c", PROGRAM, str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = fresh_interpreter_json(PROGRAM, str(tmp_path))
     assert seen == {"tensorflow": True, "keras_with_tensorflow": [],
                     "keras_with_writers": True, "integrations_with_writers": [],
                     "integrations_later": [True, True, True], "optimizers_later": True,

@@ -3,10 +3,6 @@ errors, global batches."""
 
 import io
 import itertools
-import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -14,6 +10,7 @@ import PIL.Image
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import fresh_interpreter_json
 
 from augself_jax.augs import crop, records
 from augself_jax.data import augment, global_batch, pipeline, shapes, source, validate
@@ -418,9 +415,5 @@ def test_tf_data_functions_are_traced_as_written(shapes_data_dir):
     """No tf.data map function goes through AutoGraph's rewrite (1.5 s per pipeline, each
     process): the pretraining pipeline, the evaluation input and the sensitivity views,
     built and read in a fresh interpreter, leave no module AutoGraph generated."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", AUTOGRAPH_PROGRAM, shapes_data_dir], cwd=root,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = fresh_interpreter_json(AUTOGRAPH_PROGRAM, shapes_data_dir)
     assert seen == {"shapes": [[8, 32, 32, 3]] * 3, "converted": []}

@@ -13,9 +13,8 @@ class AssignedUnderJit:
     its sharding, and the tracer, which has none, builds an error message by walking back
     through the program traced so far, once per variable: two BYOL + AugSelf steps of the
     tests' tiny model took 22 s with that, 13 s without (momentum copies and batch-norm
-    statistics the same way). A traced
-    full assignment replaces the value directly, as flax's own path ends up doing; any
-    other assignment is flax's."""
+    statistics the same way). A traced full assignment replaces the value directly, as
+    flax's own path ends up doing; any other assignment is flax's."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if key is Ellipsis and isinstance(value, jax.core.Tracer):
