@@ -147,7 +147,7 @@ TINY_RUN_FLAGS = ("--config.total_steps=2", "--config.batch_size=16",
 # Runs a script as `python script flags...` does (sys.argv[1:] is the script and its
 # flags), printing as it ends whether it imported TensorFlow (only a command that reads
 # data needs it) and scikit-learn (which Keras would load with the metric writers:
-# app.import_metric_writers). The binaries end with os._exit after their last line
+# app.import_writers_and_flax). The binaries end with os._exit after their last line
 # (app.exit_now), so the report is made there.
 _REPORT_IMPORTS = (
     "import os, runpy, sys; end = os._exit; os._exit = lambda code: (print("

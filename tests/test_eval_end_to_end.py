@@ -222,7 +222,7 @@ def test_step_best_evaluates_the_best_monitor_checkpoint(evaluated):
 
 def test_evaluate_imports_the_metric_writers_without_scikit_learn(evaluated):
     """Keras, which TensorBoard's hparams API loads with the writers, would import
-    scikit-learn (app.import_metric_writers); nothing else in a kNN evaluation does."""
+    scikit-learn (app.import_writers_and_flax); nothing else in a kNN evaluation does."""
     _, out = evaluated
     assert "tensorflow imported: True" in out["step2"], out["step2"][-500:]
     assert "sklearn imported: False" in out["step2"], out["step2"][-500:]
