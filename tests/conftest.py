@@ -18,18 +18,6 @@ os.environ["XLA_FLAGS"] = " ".join(
     + [f"{_DEVICE_COUNT_FLAG}=8"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Each pytest-xdist worker runs on its own share of the cores (worker i of n: every n-th
-# allowed core from the i-th), and so does every command its tests start (they inherit
-# it). JAX's and TensorFlow's thread pools size themselves by the cores a process may use:
-# unpinned, two workers' pools fought over the same two cores. One evaluate.py took as
-# long on one core as on two, with a third less CPU time (61 s against 91 s).
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-if _WORKER.startswith("gw") and hasattr(os, "sched_setaffinity"):
-    _cores = sorted(os.sched_getaffinity(0))
-    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    _index = int(_WORKER.removeprefix("gw"))
-    os.sched_setaffinity(0, _cores[_index::_workers] or [_cores[_index % len(_cores)]])
-
 # One persistent XLA compilation cache for the whole run, shared by the pytest workers and
 # every command the tests start (they inherit the environment): the suite compiles the same
 # train steps and evaluations in many processes. JAX's own threshold is kept: only programs

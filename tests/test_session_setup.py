@@ -1,8 +1,7 @@
 """The test session's set-up (tests/conftest.py): 8 simulated devices in the test process and
-the user's own device count in the commands it starts; each xdist worker's share of the
-cores, which the commands it starts inherit; the schedule over the xdist workers, checked
-against pytest's own collection (the list of longest files names real files, every file
-whose tests use the shared tiny run is in its unit, the collection is in the list's
+the user's own device count in the commands it starts; the schedule over the xdist workers,
+checked against pytest's own collection (the list of longest files names real files, every
+file whose tests use the shared tiny run is in its unit, the collection is in the list's
 order)."""
 
 import os
@@ -51,19 +50,3 @@ def test_eight_devices_here_and_the_users_own_in_a_started_command():
                              capture_output=True, text=True, check=True,
                              env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert int(started.stdout) == expected
-
-
-def test_each_worker_and_its_commands_run_on_their_share_of_the_cores():
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker or not hasattr(os, "sched_getaffinity"):
-        return  # one process (`-p no:xdist`): nothing is pinned
-    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    index = int(worker.removeprefix("gw"))
-    # The controller (this worker's parent) keeps every core the run was given.
-    cores = sorted(os.sched_getaffinity(os.getppid()))
-    share = cores[index::workers] or [cores[index % len(cores)]]
-    assert sorted(os.sched_getaffinity(0)) == share
-    started = subprocess.run(
-        [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
-        capture_output=True, text=True, check=True)
-    assert started.stdout.strip() == str(share)
