@@ -134,19 +134,22 @@ TINY_RUN_FLAGS = ("--config.total_steps=2", "--config.batch_size=16",
 
 # Runs a script as `python script flags...` does (sys.argv[1:] is the script and its
 # flags), printing as it ends whether it imported TensorFlow (only a command that reads
-# data needs it) and scikit-learn (which Keras would load with the metric writers:
-# app.import_writers_and_flax). The binaries end with os._exit after their last line
-# (app.exit_now), so the report is made there.
+# data needs it), scikit-learn (which Keras would load with the metric writers:
+# app.import_metric_writers) and IPython (which Flax would load: app._FLAX_ASKS). The
+# binaries end with os._exit after their last line (app.exit_now), so the report is made
+# there.
 _REPORT_IMPORTS = (
     "import os, runpy, sys; end = os._exit; os._exit = lambda code: (print("
     "'tensorflow imported:', 'tensorflow' in sys.modules), print('sklearn imported:', "
-    "'sklearn' in sys.modules, flush=True), end(code)); "
+    "'sklearn' in sys.modules), print('IPython imported:', 'IPython' in sys.modules, "
+    "flush=True), end(code)); "
     "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def reporting_imports(script_and_flags: list[str]) -> list[str]:
     """`python` arguments running `script_and_flags` that print, as the script ends,
-    `tensorflow imported: True` (or False) and `sklearn imported: ...` on the next line."""
+    `tensorflow imported: True` (or False), then `sklearn imported: ...` and
+    `IPython imported: ...` on the next lines."""
     return ["-c", _REPORT_IMPORTS, *script_and_flags]
 
 

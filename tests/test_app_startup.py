@@ -1,7 +1,6 @@
-"""The binaries' imports of TensorFlow, then of the metric writers and Flax (app.py): Keras is
-left out of the first, the optional libraries Keras and Flax would load out of the second,
-and all of them stay importable. Run in a fresh interpreter, since the test process has
-imported all of them already."""
+"""The binaries' imports of TensorFlow and of the metric writers (app.py): Keras is left out
+of the first, its optional integrations out of the second, and all of them stay importable.
+Run in a fresh interpreter, since the test process has imported all of them already."""
 
 import os
 
@@ -12,10 +11,9 @@ import json, sys
 from augself_jax import app
 app.hide_accelerators_from_tensorflow()
 loaded_with_tensorflow = sorted(m for m in sys.modules if m == "keras" or m.startswith("keras."))
-app.import_writers_and_flax()
+app.import_metric_writers()
 integrations = ("sklearn", "matplotlib", "IPython")
 loaded_with_writers = sorted(m for m in integrations if m in sys.modules)
-from flax.nnx import reprlib
 # The writers still write: TensorBoard's hparams (the Keras-loading import) and a scalar.
 from clu import metric_writers
 writer = metric_writers.SummaryWriter(sys.argv[1])
@@ -26,11 +24,6 @@ import tensorflow as tf
 import keras.src.optimizers
 import sklearn.base, matplotlib.pyplot, IPython
 print(json.dumps({"tensorflow": "tensorflow" in sys.modules,
-                  "flax": "flax.nnx" in sys.modules,
-                  # Flax's colour choice, made at import without IPython, is the one it
-                  # makes with IPython importable (no notebook runs here).
-                  "flax_colour_as_with_ipython": (reprlib.COLOR is not reprlib.NO_COLOR)
-                  == reprlib.supports_color(),
                   "keras_with_tensorflow": loaded_with_tensorflow,
                   "keras_with_writers": "keras" in sys.modules,
                   "integrations_with_writers": loaded_with_writers,
@@ -54,11 +47,10 @@ def _events(directory: str) -> dict[str, list]:
     return seen
 
 
-def test_tensorflow_the_writers_and_flax_are_imported_without_parts_that_load_on_use(
+def test_tensorflow_and_the_writers_are_imported_without_keras_parts_that_load_on_use(
         tmp_path):
     seen = fresh_interpreter_json(PROGRAM, str(tmp_path))
-    assert seen == {"tensorflow": True, "flax": True, "flax_colour_as_with_ipython": True,
-                    "keras_with_tensorflow": [],
+    assert seen == {"tensorflow": True, "keras_with_tensorflow": [],
                     "keras_with_writers": True, "integrations_with_writers": [],
                     "integrations_later": [True, True, True], "optimizers_later": True,
                     "tf_keras_dense": "Dense", "gpus_visible": 0}

@@ -220,12 +220,14 @@ def test_step_best_evaluates_the_best_monitor_checkpoint(evaluated):
     assert records and {x["step"] for x in records} == {2}
 
 
-def test_evaluate_imports_the_metric_writers_without_scikit_learn(evaluated):
+def test_evaluate_imports_the_writers_and_flax_without_scikit_learn_and_ipython(evaluated):
     """Keras, which TensorBoard's hparams API loads with the writers, would import
-    scikit-learn (app.import_writers_and_flax); nothing else in a kNN evaluation does."""
+    scikit-learn (app.import_metric_writers), and Flax, which the config file imports,
+    IPython (app._FLAX_ASKS); nothing else in a kNN evaluation imports either."""
     _, out = evaluated
-    assert "tensorflow imported: True" in out["step2"], out["step2"][-500:]
-    assert "sklearn imported: False" in out["step2"], out["step2"][-500:]
+    for line in ("tensorflow imported: True", "sklearn imported: False",
+                 "IPython imported: False"):
+        assert line in out["step2"], out["step2"][-500:]
 
 
 def test_compare_prints_b_minus_a_against_a_different_run(evaluated):
